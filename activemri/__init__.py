@@ -1,0 +1,17 @@
+"""activemri: a simulator and toolkit for active MRI acquisition.
+
+The package is organised by role (see DESIGN.md): :mod:`activemri.kspace` (k-space operators),
+:mod:`activemri.metrics` (fastMRI metrics), :mod:`activemri.data` (fastMRI h5 slices and the
+built-in data generator), and the command-line interface in :mod:`activemri.cli`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("activemri")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,195 @@
+"""K-space operators: centered orthonormal FFTs, masking, coil combination and cropping.
+
+Layouts follow DESIGN §2: k-space is a complex tensor ``(B, C, H, W)`` with ``C`` coils,
+``H`` the (fully sampled) readout and ``W`` the phase-encode lines; a mask is a bool tensor
+``(B, W)`` that broadcasts over coils and readout; images are ``(B, h, w)``.
+
+Every function here is pure torch, batched, differentiable where it makes sense, and runs on
+whatever device its inputs live on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = [
+    "apply_mask",
+    "center_crop",
+    "fft2c",
+    "ifft2c",
+    "rss",
+    "sens_expand",
+    "sens_reduce",
+    "zero_filled",
+]
+
+_DIMS = (-2, -1)
+
+
+def _require_complex(x: torch.Tensor, name: str) -> None:
+    if not x.is_complex():
+        raise TypeError(f"{name} must be a complex tensor, got dtype {x.dtype}")
+
+
+def fft2c(x: torch.Tensor) -> torch.Tensor:
+    """Centered, orthonormal 2-D FFT over the last two dimensions.
+
+    ``fft2c(x) = fftshift(fft2(ifftshift(x), norm="ortho"))``: the zero frequency sits at index
+    ``n // 2`` of each dimension (also for odd sizes) and the transform is unitary.
+
+    Args:
+        x: Complex tensor of shape ``(..., H, W)`` (image domain).
+
+    Returns:
+        Complex tensor of the same shape and dtype (k-space).
+    """
+    _require_complex(x, "x")
+    x = torch.fft.ifftshift(x, dim=_DIMS)
+    x = torch.fft.fft2(x, dim=_DIMS, norm="ortho")
+    return torch.fft.fftshift(x, dim=_DIMS)
+
+
+def ifft2c(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2c`: centered, orthonormal 2-D inverse FFT over the last two dims.
+
+    Args:
+        k: Complex tensor of shape ``(..., H, W)`` (k-space).
+
+    Returns:
+        Complex tensor of the same shape and dtype (image domain).
+    """
+    _require_complex(k, "k")
+    k = torch.fft.ifftshift(k, dim=_DIMS)
+    k = torch.fft.ifft2(k, dim=_DIMS, norm="ortho")
+    return torch.fft.fftshift(k, dim=_DIMS)
+
+
+def _broadcast_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Reshape a ``(B, W)`` or ``(W,)`` mask so it broadcasts against ``(B, C, H, W)`` k-space."""
+    if kspace.ndim != 4:
+        raise ValueError(f"kspace must have shape (B, C, H, W), got {tuple(kspace.shape)}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor, got dtype {mask.dtype}")
+    b, _, _, w = kspace.shape
+    if mask.ndim == 1:
+        mask = mask.unsqueeze(0)
+    if mask.ndim != 2 or mask.shape[-1] != w or mask.shape[0] not in (1, b):
+        raise ValueError(
+            f"mask must have shape ({b}, {w}) or ({w},) for kspace {tuple(kspace.shape)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    return mask[:, None, None, :]
+
+
+def apply_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Keep the acquired phase-encode columns of ``kspace`` and zero the rest.
+
+    Unacquired entries are exactly ``+0.0`` (real and imaginary parts): they are *selected*
+    from a zero tensor rather than multiplied by zero, so neither the sign of unseen values
+    (``-0.0``) nor NaN/inf in unseen data can leak through.
+
+    Args:
+        kspace: Complex tensor ``(B, C, H, W)``.
+        mask: Bool tensor ``(B, W)`` (or ``(W,)``, shared by the batch); True = acquired.
+
+    Returns:
+        Masked k-space, same shape and dtype as ``kspace``.
+    """
+    m = _broadcast_mask(kspace, mask)
+    return torch.where(m, kspace, torch.zeros((), dtype=kspace.dtype, device=kspace.device))
+
+
+def rss(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Root-sum-of-squares coil combination.
+
+    Args:
+        x: Real or complex tensor with a coil dimension.
+        dim: The coil dimension (``1`` for ``(B, C, H, W)``).
+
+    Returns:
+        Real tensor with ``dim`` reduced: ``sqrt(sum_c |x_c|^2)``.
+    """
+    # vector_norm has a finite gradient at all-zero pixels, unlike sqrt(sum(|x|^2)).
+    return torch.linalg.vector_norm(x, ord=2, dim=dim)
+
+
+def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Crop the last two dimensions of ``x`` around their center.
+
+    The crop starts at ``(n - s) // 2`` in each dimension, as fastMRI's ``center_crop``.
+
+    Args:
+        x: Tensor of shape ``(..., H, W)``.
+        size: Target ``(h, w)`` with ``h <= H`` and ``w <= W``.
+
+    Returns:
+        A view of ``x`` of shape ``(..., h, w)``.
+    """
+    h, w = int(size[0]), int(size[1])
+    big_h, big_w = x.shape[-2], x.shape[-1]
+    if not (0 < h <= big_h and 0 < w <= big_w):
+        raise ValueError(f"cannot center-crop shape {tuple(x.shape)} to {(h, w)}")
+    top = (big_h - h) // 2
+    left = (big_w - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def sens_expand(image: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
+    """Forward SENSE operator without sampling: coil images to multi-coil k-space.
+
+    Args:
+        image: Complex image ``(B, H, W)``.
+        sens_maps: Complex coil sensitivities ``(B, C, H, W)``.
+
+    Returns:
+        Multi-coil k-space ``(B, C, H, W)``: ``fft2c(S_c * image)``.
+    """
+    _require_complex(image, "image")
+    _require_complex(sens_maps, "sens_maps")
+    return fft2c(sens_maps * image.unsqueeze(1))
+
+
+def sens_reduce(kspace: torch.Tensor, sens_maps: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`sens_expand`: multi-coil k-space to one complex image.
+
+    Args:
+        kspace: Complex k-space ``(B, C, H, W)``.
+        sens_maps: Complex coil sensitivities ``(B, C, H, W)``.
+
+    Returns:
+        Complex image ``(B, H, W)``: ``sum_c conj(S_c) * ifft2c(k_c)``.
+    """
+    _require_complex(kspace, "kspace")
+    _require_complex(sens_maps, "sens_maps")
+    return (sens_maps.conj() * ifft2c(kspace)).sum(dim=1)
+
+
+def zero_filled(
+    kspace: torch.Tensor,
+    mask: torch.Tensor,
+    recon_size: Sequence[int],
+    sens_maps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Zero-filled magnitude reconstruction.
+
+    ``ifft2c`` of the masked k-space, coil-combined by root-sum-of-squares (or by the SENSE
+    adjoint when ``sens_maps`` is given), center-cropped to ``recon_size``.
+
+    Args:
+        kspace: Complex k-space ``(B, C, H, W)``; only the columns in ``mask`` are used.
+        mask: Bool tensor ``(B, W)`` or ``(W,)``.
+        recon_size: Output ``(h, w)``.
+        sens_maps: Optional complex coil sensitivities ``(B, C, H, W)``.
+
+    Returns:
+        Real magnitude images ``(B, h, w)`` in the real dtype matching ``kspace``.
+    """
+    _require_complex(kspace, "kspace")
+    masked = apply_mask(kspace, mask)
+    if sens_maps is None:
+        image = rss(ifft2c(masked), dim=1)
+    else:
+        image = sens_reduce(masked, sens_maps).abs()
+    return center_crop(image, recon_size)
