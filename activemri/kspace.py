@@ -48,7 +48,8 @@ def fft2c(x: torch.Tensor) -> torch.Tensor:
     _require_complex(x, "x")
     x = torch.fft.ifftshift(x, dim=_DIMS)
     x = torch.fft.fft2(x, dim=_DIMS, norm="ortho")
-    return torch.fft.fftshift(x, dim=_DIMS)
+    out: torch.Tensor = torch.fft.fftshift(x, dim=_DIMS)
+    return out
 
 
 def ifft2c(k: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,8 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     _require_complex(k, "k")
     k = torch.fft.ifftshift(k, dim=_DIMS)
     k = torch.fft.ifft2(k, dim=_DIMS, norm="ortho")
-    return torch.fft.fftshift(k, dim=_DIMS)
+    out: torch.Tensor = torch.fft.fftshift(k, dim=_DIMS)
+    return out
 
 
 def _broadcast_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -112,7 +114,8 @@ def rss(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         Real tensor with ``dim`` reduced: ``sqrt(sum_c |x_c|^2)``.
     """
     # vector_norm has a finite gradient at all-zero pixels, unlike sqrt(sum(|x|^2)).
-    return torch.linalg.vector_norm(x, ord=2, dim=dim)
+    out: torch.Tensor = torch.linalg.vector_norm(x, ord=2, dim=dim)
+    return out
 
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -3,7 +3,7 @@
 All metrics take real images ``pred`` and ``target`` of shape ``(B, h, w)`` and return a
 ``(B,)`` tensor on the inputs' device, one value per image:
 
-- :func:`ssim`: fastMRI's SSIM (scikit-image's ``structural_similarity`` with a 7×7 uniform
+- :func:`ssim`: fastMRI's SSIM (scikit-image's ``structural_similarity`` with a 7x7 uniform
   window, ``K1=0.01``, ``K2=0.03``, sample covariance ``N/(N-1)``, mean over the valid region,
   i.e. only windows that lie fully inside the image).
 - :func:`psnr`: ``10 log10(data_range^2 / MSE)``.
@@ -58,7 +58,7 @@ _CPU_CHUNK_ELEMENTS = 1 << 18
 
 
 def _box_sum(x: torch.Tensor, win: int) -> torch.Tensor:
-    """Sum over every ``win × win`` window fully inside the last two dims (valid region)."""
+    """Sum over every ``win x win`` window fully inside the last two dims (valid region)."""
     if x.is_cuda:
         return F.avg_pool2d(x, win, stride=1) * float(win * win)
     # On CPU, shifted in-place adds of separable 1-D sums beat avg_pool2d/conv2d by ~3x.

@@ -157,7 +157,10 @@ def _coil_maps(
         magnitude = 1.0 / (1.0 + ((u - cu) ** 2 + (v - cv) ** 2) / width**2)
         phase = rng.uniform(-np.pi, np.pi) + rng.uniform(-0.8, 0.8) * u + rng.uniform(-0.8, 0.8) * v
         maps[c] = magnitude * np.exp(1j * phase)
-    return maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0, keepdims=True))
+    normalized: NDArray[np.complex128] = maps / np.sqrt(
+        (np.abs(maps) ** 2).sum(axis=0, keepdims=True)
+    )
+    return normalized
 
 
 def simulate_volume(
@@ -175,7 +178,9 @@ def simulate_volume(
         The simulated volume.
     """
     coils = preset.num_coils if num_coils is None else num_coils
-    rng = np.random.default_rng(np.random.SeedSequence([seed, GENERATOR_VERSION], spawn_key=(index,)))
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, GENERATOR_VERSION], spawn_key=(index,))
+    )
     acquisition = str(rng.choice(list(preset.acquisitions)))
     shape = preset.kspace_shape
     slices = preset.slices_per_volume
@@ -186,7 +191,7 @@ def simulate_volume(
     v = np.linspace(-1.0, 1.0, shape[1])[None, None, :]
     low = noise_field(rng, (slices, *shape), (2.0, shape[0] / 6.0, shape[1] / 6.0))
     phase = rng.uniform(-np.pi, np.pi) + rng.uniform(-0.6, 0.6) * u + rng.uniform(-0.6, 0.6) * v
-    image = magnitude * np.exp(1j * (phase + 1.2 * low))
+    image = (magnitude * np.exp(1j * (phase + 1.2 * low))).astype(np.complex128)
     if coils > 1:
         maps = _coil_maps(rng, coils, shape, preset.recon_size)
         image = image[:, None] * maps[None]
@@ -211,11 +216,13 @@ def simulate_volume(
 
 
 def _provenance(preset: BuiltinPreset, seed: int, index: int) -> str:
+    """What determines one volume's content (not the number of volumes in the set)."""
+    settings = asdict(preset)
+    del settings["num_volumes"], settings["name"]
     return json.dumps(
-        {"generator_version": GENERATOR_VERSION, "preset": asdict(preset), "seed": seed,
-         "index": index},
+        {"generator_version": GENERATOR_VERSION, "preset": settings, "seed": seed, "index": index},
         sort_keys=True,
-    )  # fmt: skip
+    )
 
 
 def _write_volume(path: Path, volume: SimulatedVolume, provenance: str) -> None:
@@ -359,7 +366,7 @@ def ensure_builtin(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "builtin" / f"{spec.name}-seed{seed}-v{GENERATOR_VERSION}"
     stamp = folder / "COMPLETE.json"
-    expected = _provenance(spec, seed, -1)
+    expected = json.dumps({"preset": asdict(spec), "seed": seed, "version": GENERATOR_VERSION})
     if stamp.is_file() and stamp.read_text() == expected:
         return folder
     make_builtin(folder, spec, seed=seed, progress=progress)

@@ -101,10 +101,13 @@ def _scan(info: VolumeInfo, report: FolderReport) -> None:
         report.errors.append((info.path, f"cannot read data ({type(exc).__name__}: {exc})"))
         return
     stored = info.attrs.get("max")
-    if stored is not None and np.isfinite(target_max):
-        if not np.isclose(float(stored), target_max, rtol=1e-3):
-            msg = f"attribute max={float(stored):.6g} but the target maximum is {target_max:.6g}"
-            report.warnings.append((info.path, msg))
+    if (
+        stored is not None
+        and np.isfinite(target_max)
+        and not np.isclose(float(stored), target_max, rtol=1e-3)
+    ):
+        msg = f"attribute max={float(stored):.6g} but the target maximum is {target_max:.6g}"
+        report.warnings.append((info.path, msg))
 
 
 def check_folder(root: str | Path, scan: bool = True) -> FolderReport:

@@ -275,6 +275,8 @@ def _inspect_open_volume(path: Path, hf: h5py.File, target_key: str | None) -> V
             f"target {key!r} slices are {target_shape[1:]} but the header's recon size is "
             f"{geometry.recon_size}"
         )
+    if "mask" in hf and tuple(hf["mask"].shape) != (width,):
+        raise InvalidVolumeError(f"'mask' has shape {hf['mask'].shape}; expected ({width},)")
     attrs = {name: _attr_value(value) for name, value in hf.attrs.items()}
     return VolumeInfo(path, num_slices, num_coils, (height, width), geometry, key, attrs)
 

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 __all__ = ["CONTRASTS", "knee_volume", "noise_field"]
 
 Array = NDArray[np.floating]
+Value = Array | float  # a per-slice parameter array or a constant
 
 # Relative signal of each tissue for the two fastMRI knee protocols: proton density (PD) and
 # PD with fat suppression (PDFS), where fat and fatty marrow go dark and fluid stays bright.
@@ -47,26 +48,30 @@ def _soft(sd: Array, width: float) -> Array:
     ``width``, several times cheaper than ``tanh``).
     """
     t = np.clip(0.5 - sd / (6.0 * width), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    out: Array = t * t * (3.0 - 2.0 * t)
+    return out
 
 
 def _smooth_min(a: Array, b: Array, k: float) -> Array:
     """Union of two signed-distance fields with a rounded seam of size ``k``."""
     h = np.clip(0.5 + 0.5 * (b - a) / k, 0.0, 1.0)
-    return b + (a - b) * h - k * h * (1.0 - h)
+    out: Array = b + (a - b) * h - k * h * (1.0 - h)
+    return out
 
 
-def _ellipse(u: Array, v: Array, cu: Array, cv: Array, au: Array, av: Array) -> Array:
+def _ellipse(u: Array, v: Array, cu: Value, cv: Value, au: Value, av: Value) -> Array:
     """Approximate signed distance to an axis-aligned ellipse."""
     r = np.sqrt(((u - cu) / au) ** 2 + ((v - cv) / av) ** 2)
-    return (r - 1.0) * np.minimum(au, av).astype(r.dtype)
+    out: Array = (r - 1.0) * np.minimum(au, av).astype(r.dtype)
+    return out
 
 
-def _segment(u: Array, v: Array, p0: tuple[Array, Array], p1: tuple[Array, Array]) -> Array:
+def _segment(u: Array, v: Array, p0: tuple[Value, Value], p1: tuple[Value, Value]) -> Array:
     """Distance to the segment ``p0``-``p1``."""
     du, dv = p1[0] - p0[0], p1[1] - p0[1]
     t = np.clip(((u - p0[0]) * du + (v - p0[1]) * dv) / (du * du + dv * dv), 0.0, 1.0)
-    return np.sqrt((u - p0[0] - t * du) ** 2 + (v - p0[1] - t * dv) ** 2)
+    out: Array = np.sqrt((u - p0[0] - t * du) ** 2 + (v - p0[1] - t * dv) ** 2)
+    return out
 
 
 def noise_field(
@@ -239,9 +244,10 @@ def knee_volume(
 
     # Cartilage: a layer on the articular surfaces only (near the joint line).
     near_joint = _soft(np.abs(u - joint) - 0.2, 0.03)
-    cart = np.maximum(
-        _soft(sd_femur - a.cartilage, edge), _soft(sd_tibia - a.cartilage, edge)
-    ) * near_joint
+    cart = (
+        np.maximum(_soft(sd_femur - a.cartilage, edge), _soft(sd_tibia - a.cartilage, edge))
+        * near_joint
+    )
     cart_val = contrast["cartilage"] * (1.0 + 0.08 * fine)
     img = img * (1 - cart) + cart * cart_val
 
@@ -281,4 +287,5 @@ def knee_volume(
     img = img * (1.0 + 0.12 * coarse) * (1.0 + 0.03 * fine)
     # The coil covers the crop; signal fades in the oversampled readout margins.
     coverage = _soft(np.abs(u) - 1.25, 0.08)
-    return np.clip(img * coverage, 0.0, None)
+    out: Array = np.clip(img * coverage, 0.0, None)
+    return out

@@ -66,4 +66,3 @@ def split_volumes(
         out[k] = sorted(ordered[start : start + counts[k]])
         start += counts[k]
     return out
-

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from activemri.cli import main
+
+
+def test_data_make_and_check(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert (
+        main(
+            [
+                "data",
+                "make",
+                "--preset",
+                "tiny",
+                "--out",
+                str(out),
+                "--volumes",
+                "2",
+                "--coils",
+                "2",
+                "--slices",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.glob("*.h5")) == ["vol00000.h5", "vol00001.h5"]
+    assert "wrote 2 volumes x 2 slices (2-coil" in capsys.readouterr().out
+    assert main(["data", "check", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "files: 2 (2 valid, 0 broken), slices: 4" in text and "coils: {2: 2}" in text
+
+
+def test_data_check_fails_on_broken_folder(tmp_path, capsys):
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    assert main(["data", "check", str(tmp_path)]) == 1
+    assert "bad.h5: cannot open" in capsys.readouterr().out
+
+
+def test_data_check_missing_folder_is_usage_error(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "nope")]) == 2
+    assert "activemri: error:" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "make", "--preset", "nope", "--out", "x"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "make", "--out", "x", "--volumes", "0"])
+    assert exc.value.code == 2
+
+
+def test_console_script_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "activemri.cli", "data", "make", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "knee-multicoil" in result.stdout and "--coils" in result.stdout
