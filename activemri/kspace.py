@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "acs_mask",
     "apply_mask",
     "center_crop",
+    "estimate_sens_maps",
     "fft2c",
     "ifft2c",
     "rss",
@@ -196,3 +198,41 @@ def zero_filled(
     else:
         image = sens_reduce(masked, sens_maps).abs()
     return center_crop(image, recon_size)
+
+
+def acs_mask(num_low_frequencies: torch.Tensor, width: int) -> torch.Tensor:
+    """Bool ``(B, W)`` mask of each sample's central (ACS) block.
+
+    The block of ``n`` columns starts at ``(W - n + 1) // 2``, fastMRI's convention.
+
+    Args:
+        num_low_frequencies: Long ``(B,)`` block sizes.
+        width: ``W``.
+
+    Returns:
+        Bool ``(B, W)`` on the device of ``num_low_frequencies``.
+    """
+    start = (width - num_low_frequencies + 1) // 2
+    cols = torch.arange(width, device=num_low_frequencies.device)
+    return (cols >= start[:, None]) & (cols < (start + num_low_frequencies)[:, None])
+
+
+def estimate_sens_maps(
+    kspace: torch.Tensor, num_low_frequencies: torch.Tensor, eps: float = 1e-12
+) -> torch.Tensor:
+    """Coil sensitivities from the ACS block: low-resolution coil images over their RSS.
+
+    A classical, training-free estimate (the ACS coil images are smooth because only low
+    frequencies are kept); normalized so ``sum_c |S_c|^2 = 1`` wherever there is signal.
+
+    Args:
+        kspace: Complex ``(B, C, H, W)``; only the ACS columns are used.
+        num_low_frequencies: Long ``(B,)`` ACS block sizes.
+        eps: Floor of the RSS denominator.
+
+    Returns:
+        Complex ``(B, C, H, W)`` sensitivity maps.
+    """
+    _require_complex(kspace, "kspace")
+    low = ifft2c(apply_mask(kspace, acs_mask(num_low_frequencies, kspace.shape[-1])))
+    return low / rss(low, dim=1).clamp_min(eps).unsqueeze(1)

@@ -47,3 +47,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def batch_factory():
+    """``(b, c, h, w, seed=0) -> (kspace, mask)``: random complex k-space and a mask with ACS."""
+    from recon_helpers import kspace_batch
+
+    return kspace_batch

@@ -1,0 +1,144 @@
+"""The reconstructor contract every model in activemri follows (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+__all__ = ["ReconOutput", "Reconstructor", "num_low_frequencies_tensor"]
+
+
+class ReconOutput(NamedTuple):
+    """What a reconstructor returns.
+
+    Attributes:
+        image: Float32 magnitude images ``(B, h, w)`` at the reconstruction size.
+        uncertainty: Per-pixel standard deviation ``(B, h, w)`` in image units, or ``None``
+            when the model has no uncertainty head.
+    """
+
+    image: torch.Tensor
+    uncertainty: torch.Tensor | None = None
+
+
+class Reconstructor(nn.Module):
+    """Base class: ``forward(kspace, mask, **aux) -> ReconOutput``.
+
+    Inputs are complex k-space ``(B, C, H, W)`` (only the columns in ``mask`` may be used)
+    and a bool mask ``(B, W)``. Optional keyword inputs (``aux``):
+
+    - ``num_low_frequencies``: int or ``(B,)`` tensor, the size of the fully sampled central
+      (ACS) block. Models that estimate coil sensitivities need it *explicitly*: inferring it
+      from the contiguous mask center drifts as an active episode adds lines.
+    - ``sens_maps``: complex ``(B, C, H, W)`` coil sensitivities, where known.
+
+    Subclasses call ``super().__init__(recon_size, config)`` with ``config`` the JSON-like
+    keyword arguments that rebuild them (checkpoints store it), and set the class attributes
+    below. Checkpointing: :meth:`save` / :meth:`load`.
+
+    Attributes:
+        recon_size: ``(h, w)`` of the output images.
+        supports_multicoil: Whether ``C > 1`` inputs are handled.
+        predicts_kspace: Whether :meth:`forward_kspace` is implemented (needed by
+            self-supervised training, whose loss lives in k-space).
+    """
+
+    supports_multicoil: ClassVar[bool] = True
+    predicts_kspace: ClassVar[bool] = False
+
+    def __init__(self, recon_size: Sequence[int], config: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        if len(recon_size) != 2 or min(int(s) for s in recon_size) < 1:
+            raise ValueError(f"recon_size must be (h, w) of positive ints, got {recon_size}")
+        self.recon_size: tuple[int, int] = (int(recon_size[0]), int(recon_size[1]))
+        self._config: dict[str, Any] = {"recon_size": list(self.recon_size), **(config or {})}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model (stored in checkpoints)."""
+        return dict(self._config)
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether :attr:`ReconOutput.uncertainty` is filled."""
+        return False
+
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> ReconOutput:
+        """Reconstruct images from masked k-space.
+
+        Args:
+            kspace: Complex ``(B, C, H, W)``.
+            mask: Bool ``(B, W)``, True for acquired columns.
+            **aux: ``num_low_frequencies``, ``sens_maps`` (see the class docstring).
+
+        Returns:
+            The :class:`ReconOutput`.
+        """
+        raise NotImplementedError
+
+    def forward_kspace(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> torch.Tensor:
+        """Predict full multi-coil k-space ``(B, C, H, W)`` (models with ``predicts_kspace``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict k-space")
+
+    def check_inputs(self, kspace: torch.Tensor, mask: torch.Tensor) -> None:
+        """Raise a clear error if ``kspace``/``mask`` do not follow the contract."""
+        if kspace.ndim != 4 or not kspace.is_complex():
+            raise ValueError(
+                f"kspace must be complex (B, C, H, W), got {tuple(kspace.shape)} {kspace.dtype}"
+            )
+        b, c, h, w = kspace.shape
+        if mask.dtype != torch.bool or tuple(mask.shape) != (b, w):
+            raise ValueError(f"mask must be bool ({b}, {w}), got {tuple(mask.shape)} {mask.dtype}")
+        if c > 1 and not self.supports_multicoil:
+            raise ValueError(f"{type(self).__name__} handles single-coil data only, got {c} coils")
+        if h < self.recon_size[0] or w < self.recon_size[1]:
+            raise ValueError(f"k-space {h}x{w} is smaller than the recon size {self.recon_size}")
+
+    def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
+        """Write a checkpoint atomically (see :mod:`activemri.recon_models.checkpoint`)."""
+        from activemri.recon_models.checkpoint import save_reconstructor
+
+        save_reconstructor(self, path, extra=extra)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        map_location: str | torch.device | None = "cpu",
+        trust_class_path: bool = False,
+    ) -> Reconstructor:
+        """Load a checkpoint written by :meth:`save`.
+
+        Called on a subclass (``UnetReconstructor.load(p)``), the checkpoint must be of that
+        class; called on :class:`Reconstructor`, the class stored in the file is used if it is
+        built in (or ``trust_class_path=True``). No code from the file is ever executed.
+        """
+        from activemri.recon_models.checkpoint import load_reconstructor
+
+        return load_reconstructor(
+            path,
+            map_location=map_location,
+            cls=None if cls is Reconstructor else cls,
+            trust_class_path=trust_class_path,
+        )
+
+
+def num_low_frequencies_tensor(
+    value: int | torch.Tensor | None, batch: int, device: torch.device
+) -> torch.Tensor:
+    """Normalize ``num_low_frequencies`` to a long ``(B,)`` tensor on ``device``."""
+    if value is None:
+        raise ValueError(
+            "num_low_frequencies is required: pass the ACS block size explicitly (inferring it "
+            "from the mask center drifts as an active episode adds lines)"
+        )
+    t = torch.as_tensor(value, device=device).long()
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.shape != (batch,):
+        raise ValueError(f"num_low_frequencies must be an int or ({batch},), got {tuple(t.shape)}")
+    return t

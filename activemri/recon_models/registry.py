@@ -1,0 +1,172 @@
+"""Reconstructor names, class paths and YAML presets.
+
+A preset (YAML in the top-level ``recon_models/`` folder) names a model either by a registry
+name (built-ins, :data:`BUILTIN`) or by a ``module:Class`` path to a user's own
+:class:`~activemri.recon_models.Reconstructor` subclass, importable from ``sys.path``::
+
+    model: my_package.models:MyRecon     # or: unet
+    config: {recon_size: [128, 128], width: 32}
+    checkpoint: weights/my_recon.pt      # optional; relative to the YAML file
+
+Presets are read with ``yaml.safe_load``. A class path written by the user in their own
+preset is trusted (the user chose it); a class path found inside a checkpoint is not (see
+:mod:`activemri.recon_models.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from activemri.recon_models.base import Reconstructor
+
+__all__ = [
+    "BUILTIN",
+    "BUILTIN_CLASS_PATHS",
+    "PACKAGE_PREFIX",
+    "ReconPreset",
+    "build_reconstructor",
+    "import_class",
+    "load_preset",
+    "reconstructor_from_preset",
+    "resolve_class",
+]
+
+BUILTIN: dict[str, str] = {
+    "zero_filled": "activemri.recon_models.zero_filled:ZeroFilled",
+    "tv": "activemri.recon_models.cs:TVReconstructor",
+    "unet": "activemri.recon_models.unet:UnetReconstructor",
+    "varnet": "activemri.recon_models.varnet:VarNetReconstructor",
+}
+BUILTIN_CLASS_PATHS = frozenset(BUILTIN.values())
+PACKAGE_PREFIX = "package:"
+_PRESET_KEYS = {"model", "config", "checkpoint", "train", "description"}
+
+
+def import_class(class_path: str) -> Any:
+    """Import ``module:QualName`` and return the object it names."""
+    module_name, sep, qualname = class_path.partition(":")
+    if not sep or not module_name or not qualname:
+        raise ValueError(f"class path must look like 'package.module:Class', got {class_path!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {class_path!r}: {exc}") from exc
+    return obj
+
+
+def resolve_class(name: str) -> type[Reconstructor]:
+    """A reconstructor class from a registry name or a ``module:Class`` path."""
+    if name in BUILTIN:
+        path = BUILTIN[name]
+    elif ":" in name:
+        path = name
+    else:
+        raise ValueError(
+            f"unknown reconstructor {name!r}: use one of {sorted(BUILTIN)} or 'module:Class'"
+        )
+    cls = import_class(path)
+    if not (isinstance(cls, type) and issubclass(cls, Reconstructor)):
+        raise TypeError(f"{path} is not a subclass of activemri.recon_models.Reconstructor")
+    return cls
+
+
+def build_reconstructor(name: str, **config: Any) -> Reconstructor:
+    """Instantiate a reconstructor by registry name or class path with ``config``."""
+    return resolve_class(name)(**config)
+
+
+@dataclass(frozen=True)
+class ReconPreset:
+    """A parsed reconstructor preset.
+
+    Attributes:
+        model: Registry name or ``module:Class``.
+        config: Constructor keyword arguments.
+        checkpoint: Resolved checkpoint path, or ``None`` (untrained / parameter-free).
+        train: Training recipe (see :class:`activemri.recon_models.training.TrainConfig`).
+        source: The YAML file, if read from one.
+    """
+
+    model: str
+    config: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def _resolve_checkpoint(value: str, base: Path | None) -> Path:
+    if value.startswith(PACKAGE_PREFIX):
+        return Path(__file__).parent / "weights" / value[len(PACKAGE_PREFIX) :]
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+def load_preset(preset: str | Path | Mapping[str, Any]) -> ReconPreset:
+    """Read a reconstructor preset from a YAML file or a mapping.
+
+    ``checkpoint: package:NAME`` refers to a checkpoint shipped inside activemri; relative
+    paths are relative to the YAML file.
+
+    Raises:
+        FileNotFoundError: If the YAML file does not exist.
+        ValueError: If the preset is malformed.
+    """
+    source: Path | None = None
+    if isinstance(preset, Mapping):
+        data: Any = dict(preset)
+    else:
+        source = Path(preset)
+        if not source.is_file():
+            raise FileNotFoundError(f"reconstructor preset {source} does not exist")
+        data = yaml.safe_load(source.read_text())
+    where = source or "preset"
+    if not isinstance(data, dict) or "model" not in data:
+        raise ValueError(f"{where}: a reconstructor preset is a mapping with a 'model' key")
+    unknown = set(data) - _PRESET_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_PRESET_KEYS)}")
+    config = data.get("config") or {}
+    train = data.get("train") or {}
+    if not isinstance(config, dict) or not isinstance(train, dict):
+        raise ValueError(f"{where}: 'config' and 'train' must be mappings")
+    checkpoint = data.get("checkpoint")
+    base = source.parent if source is not None else None
+    return ReconPreset(
+        model=str(data["model"]),
+        config=config,
+        checkpoint=None if checkpoint is None else _resolve_checkpoint(str(checkpoint), base),
+        train=train,
+        source=source,
+    )
+
+
+def reconstructor_from_preset(
+    preset: str | Path | Mapping[str, Any] | ReconPreset,
+    map_location: str | Any = "cpu",
+    use_checkpoint: bool = True,
+) -> Reconstructor:
+    """Build the model a preset describes, loading its checkpoint when it names one.
+
+    Args:
+        preset: YAML path, mapping or parsed preset.
+        map_location: Device for the checkpoint's tensors.
+        use_checkpoint: Set False to get the untrained model (e.g. to train it).
+
+    Returns:
+        The reconstructor (eval mode when loaded from a checkpoint).
+    """
+    spec = preset if isinstance(preset, ReconPreset) else load_preset(preset)
+    cls = resolve_class(spec.model)
+    if use_checkpoint and spec.checkpoint is not None:
+        return cls.load(spec.checkpoint, map_location=map_location)
+    return cls(**spec.config)

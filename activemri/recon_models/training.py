@@ -1,0 +1,361 @@
+"""Reconstructor training: supervised and self-supervised (SSDU), resumable, multi-process.
+
+``activemri recon train`` calls :func:`train`. One epoch is a pass over the train split;
+after each epoch the model is validated (SSIM/PSNR/NMSE at 4x and 8x random masks on the val
+split) and two files are written atomically in the output folder:
+
+- ``checkpoint.pt``: model, optimizer, scheduler, epoch and history (for ``--resume``);
+- ``model.pt``: the model alone, the best so far by validation SSIM (what users load).
+
+Reproducibility: every random choice of epoch ``e`` (shuffling, masks, SSDU splits, dropout)
+is seeded from ``(seed, e)`` and the sample index, so a resumed run continues exactly as an
+uninterrupted one would.
+
+Masks (supervised): each sample draws a pattern (random, equispaced, low-to-high) and a line
+count uniform between the ACS block and ``max_fraction`` of the measured width, so the model
+is good at every step of an active episode. SSDU: each training slice has one fixed
+acquisition Ω (random, ``ssdu_acceleration``), split each step into Θ (input) and Λ (loss);
+fully sampled targets are never read (the training split is opened without targets).
+
+Multi-process: launched with ``torchrun`` (``WORLD_SIZE > 1``), training uses
+``torch.distributed`` (gloo on CPU, nccl on CUDA), shards each epoch's samples by rank, and
+only rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from activemri.data import SliceDataset, SliceSample, ensure_builtin
+from activemri.kspace import acs_mask
+from activemri.masks import MASK_TYPES, make_mask
+from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.checkpoint import CheckpointError, load_state_strict, read_checkpoint
+from activemri.recon_models.evaluate import (
+    MaskedBatch,
+    MaskedSlices,
+    default_acs_lines,
+    evaluate_reconstructor,
+    iterate_batches,
+)
+from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_loss
+from activemri.recon_models.registry import ReconPreset, load_preset, resolve_class
+from activemri.recon_models.ssdu import ssdu_split
+
+__all__ = ["BUILTIN_DATA_PREFIX", "TrainConfig", "resolve_data", "train"]
+
+BUILTIN_DATA_PREFIX = "builtin:"
+
+
+@dataclass
+class TrainConfig:
+    """A training recipe (the ``train:`` section of a reconstructor preset).
+
+    Attributes:
+        data: Folder of fastMRI h5 files, or ``builtin:PRESET`` (generated and cached).
+        mode: ``supervised`` or ``ssdu``.
+        loss: Supervised image loss, ``l1`` or ``ssim``.
+        nll_weight: Weight of the uncertainty NLL (supervised, models with uncertainty).
+        epochs: Epochs.
+        batch_size: Slices per step (per process).
+        lr: Adam learning rate.
+        lr_step: Epochs between learning-rate decays.
+        lr_gamma: Decay factor.
+        weight_decay: Adam weight decay.
+        patterns: Mask patterns drawn per sample (supervised).
+        max_fraction: Largest fraction of measured lines in a training mask (0.5 = 2x).
+        acs_acceleration: Acceleration whose fastMRI ACS fraction gives the ACS block size.
+        ssdu_acceleration: Acceleration of the fixed SSDU training acquisitions.
+        ssdu_rho: ``|Λ| / |Ω|``.
+        ssdu_selection: ``uniform`` or ``gaussian``.
+        max_train_slices: Use only the first N training slices (None = all).
+        max_val_slices: Validate on the first N validation slices (None = all).
+        val_accelerations: Accelerations validated each epoch (random masks).
+        seed: Seed of everything random.
+        bf16: bf16 autocast (CUDA only; ignored on CPU).
+        num_workers: DataLoader workers.
+    """
+
+    data: str = "builtin:default"
+    mode: str = "supervised"
+    loss: str = "l1"
+    nll_weight: float = 0.1
+    epochs: int = 10
+    batch_size: int = 8
+    lr: float = 1e-3
+    lr_step: int = 40
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    patterns: list[str] = field(default_factory=lambda: list(MASK_TYPES))
+    max_fraction: float = 0.5
+    acs_acceleration: float = 4.0
+    ssdu_acceleration: float = 4.0
+    ssdu_rho: float = 0.4
+    ssdu_selection: str = "uniform"
+    max_train_slices: int | None = None
+    max_val_slices: int | None = None
+    val_accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0])
+    seed: int = 0
+    bf16: bool = False
+    num_workers: int = 0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a preset's ``train:`` mapping, rejecting unknown keys."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
+        config = cls(**dict(values))
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on inconsistent settings."""
+        if self.mode not in ("supervised", "ssdu"):
+            raise ValueError(f"mode must be 'supervised' or 'ssdu', got {self.mode!r}")
+        if self.loss not in ("l1", "ssim"):
+            raise ValueError(f"loss must be 'l1' or 'ssim', got {self.loss!r}")
+        unknown = set(self.patterns) - set(MASK_TYPES)
+        if not self.patterns or unknown:
+            raise ValueError(f"patterns must be among {list(MASK_TYPES)}, got {self.patterns}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0.0 < self.max_fraction <= 1.0:
+            raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
+
+
+def resolve_data(data: str) -> Path:
+    """A data folder from a path or ``builtin:PRESET`` (generated and cached on first use)."""
+    if data.startswith(BUILTIN_DATA_PREFIX):
+        return ensure_builtin(data[len(BUILTIN_DATA_PREFIX) :])
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data folder {path} does not exist")
+    return path
+
+
+def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random.Generator], Any]:
+    def rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
+        n_valid = int(valid.sum())
+        if config.mode == "ssdu":
+            acs = default_acs_lines(n_valid, config.ssdu_acceleration)
+            lines = max(acs, round(n_valid / config.ssdu_acceleration))
+            return make_mask("random", len(valid), lines, acs, rng, valid)
+        acs = default_acs_lines(n_valid, config.acs_acceleration)
+        most = max(acs, round(config.max_fraction * n_valid))
+        lines = int(rng.integers(acs, most + 1))
+        pattern = config.patterns[int(rng.integers(len(config.patterns)))]
+        return make_mask(pattern, len(valid), lines, acs, rng, valid)
+
+    return rule
+
+
+class _LossModule(nn.Module):
+    """Computes the training loss inside ``forward`` so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: Reconstructor, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, batch: MaskedBatch, lam_mask: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.config
+        if cfg.mode == "ssdu":
+            assert lam_mask is not None
+            theta = batch.mask & ~lam_mask
+            predicted = self.model.forward_kspace(
+                batch.kspace, theta, num_low_frequencies=batch.num_low
+            )
+            return ssdu_kspace_loss(predicted, batch.kspace, lam_mask)
+        assert batch.target is not None
+        out = self.model(batch.kspace, batch.mask, num_low_frequencies=batch.num_low)
+        loss = image_loss(cfg.loss, out.image, batch.target, batch.data_range)
+        if out.uncertainty is not None and cfg.nll_weight > 0:
+            loss = loss + cfg.nll_weight * gaussian_nll(
+                out.image, out.uncertainty, batch.target, batch.data_range
+            )
+        return loss
+
+
+def _distributed_context(device: torch.device) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def train(
+    preset: str | Path | Mapping[str, Any] | ReconPreset,
+    out_dir: str | Path,
+    *,
+    data: str | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the reconstructor a preset describes.
+
+    Args:
+        preset: Reconstructor preset (YAML path, mapping or parsed).
+        out_dir: Output folder for ``checkpoint.pt``, ``model.pt`` and ``history.json``.
+        data: Overrides the preset's ``train.data``.
+        device: ``cpu`` or ``cuda``.
+        resume: Continue from ``out_dir/checkpoint.pt``.
+        overrides: Overrides of individual train settings (e.g. ``{"epochs": 3}``).
+        progress: Show tqdm progress bars (rank 0).
+
+    Returns:
+        The history: per epoch, train loss and validation metrics.
+    """
+    spec = preset if isinstance(preset, ReconPreset) else load_preset(preset)
+    settings = {**spec.train, **(overrides or {})}
+    if data is not None:
+        settings["data"] = data
+    config = TrainConfig.from_mapping(settings)
+    rank, world, dev = _distributed_context(torch.device(device))
+    out = Path(out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    folder = resolve_data(config.data) if rank == 0 else None
+    if world > 1:
+        shared = [str(folder)]
+        dist.broadcast_object_list(shared, src=0)
+        folder = Path(shared[0])
+    assert folder is not None
+    # SSDU never opens the training targets: only undersampled k-space exists for it.
+    train_set = SliceDataset(
+        folder, split="train", target_key=None if config.mode == "ssdu" else "auto"
+    )
+    val_set = SliceDataset(folder, split="val", warn=False)
+
+    torch.manual_seed(config.seed)
+    model = resolve_class(spec.model)(**spec.config).to(dev)
+    if config.mode == "ssdu" and not model.predicts_kspace:
+        raise ValueError(
+            f"SSDU trains in k-space; {type(model).__name__} does not predict k-space "
+            "(use a VarNet preset)"
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.lr_step, config.lr_gamma)
+    history: list[dict[str, Any]] = []
+    best = -math.inf
+    start_epoch = 0
+    ckpt_path = out / "checkpoint.pt"
+    if resume:
+        state = read_checkpoint(ckpt_path, map_location=dev)
+        extra = state.get("extra", {})
+        if state["config"] != model.config:
+            raise CheckpointError(
+                f"{ckpt_path} was trained with {state['config']}, not {model.config}"
+            )
+        load_state_strict(model, state["state_dict"], str(ckpt_path))
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        start_epoch = int(extra["epoch"]) + 1
+        history = json.loads(extra["history"])
+        best = float(extra["best"])
+
+    loss_module: nn.Module = _LossModule(model, config)
+    if world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+    masked = MaskedSlices(train_set, _training_mask_rule(config), config.seed)
+    n_train = (
+        len(masked)
+        if config.max_train_slices is None
+        else min(config.max_train_slices, len(masked))
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if config.bf16 and dev.type == "cuda"
+        else nullcontext()
+    )
+
+    for epoch in range(start_epoch, config.epochs):
+        masked.epoch = epoch
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(
+            n_train, generator=torch.Generator().manual_seed(config.seed + epoch)
+        )
+        per_rank = len(order) // world
+        indices = order[rank * per_rank : (rank + 1) * per_rank].tolist()
+        model.train()
+        split_rng = np.random.default_rng([config.seed, epoch, rank])
+        losses = []
+        batches = iterate_batches(masked, config.batch_size, indices)
+        bar = tqdm(batches, total=math.ceil(len(indices) / config.batch_size),
+                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0,
+                   leave=False)  # fmt: skip
+        for batch in bar:
+            batch = batch.to(dev)
+            lam_mask = None
+            if config.mode == "ssdu":
+                protected = acs_mask(batch.num_low, batch.mask.shape[-1])
+                _, lam_mask = ssdu_split(batch.mask, protected, config.ssdu_rho, split_rng,
+                                         config.ssdu_selection)  # fmt: skip
+            with autocast:
+                loss = loss_module(batch, lam_mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        scheduler.step()
+
+        if rank == 0:
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            for acc in config.val_accelerations:
+                res = evaluate_reconstructor(model, val_set, "random", acc, seed=config.seed,
+                                             device=dev, batch_size=config.batch_size,
+                                             max_slices=config.max_val_slices)  # fmt: skip
+                for metric in ("ssim", "psnr", "nmse"):
+                    record[f"val_{metric}_{acc:g}x"] = res["model"][metric]["mean"]
+            score = float(np.mean([record[f"val_ssim_{a:g}x"] for a in config.val_accelerations]))
+            history.append(record)
+            if score > best:
+                best = score
+                model.save(out / "model.pt", extra={"train": json.dumps(asdict(config)),
+                                                    "epoch": epoch, "val_ssim": score})  # fmt: skip
+            model.save(
+                ckpt_path,
+                extra={
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch, "history": json.dumps(history), "best": best,
+                    "train": json.dumps(asdict(config)),
+                },
+            )  # fmt: skip
+            _write_json(out / "history.json", history)
+            if progress:
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
+                tqdm.write(f"epoch {epoch + 1}: {shown}")
+        if world > 1:
+            dist.barrier()
+    return {"history": history, "best_val_ssim": best}
