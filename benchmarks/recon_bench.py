@@ -11,10 +11,9 @@ step), median of several repeats, on the CPU and on CUDA when present.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from timing import median_time
 
 from activemri.recon_models import reconstructor_from_preset
 
@@ -23,22 +22,6 @@ DEFAULT_PRESETS = [
     "recon_models/varnet_default.yaml",
     "recon_models/tv.yaml",
 ]
-
-
-def _time(fn, repeats: int, device: torch.device) -> float:
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -71,7 +54,7 @@ def _measure(preset: str, device: torch.device, batch: int, repeats: int) -> str
             model(k, mask, num_low_frequencies=10)
 
     model.eval()
-    row = f"{preset:<36} {device.type:<6} {batch / _time(infer, repeats, device):>12.1f}"
+    row = f"{preset:<36} {device.type:<6} {batch / median_time(infer, repeats, device):>12.1f}"
     params = list(model.parameters())
     if not params:
         return row + f" {'-':>12}"
@@ -85,7 +68,7 @@ def _measure(preset: str, device: torch.device, batch: int, repeats: int) -> str
         opt.step()
 
     model.train()
-    return row + f" {batch / _time(step, repeats, device):>12.1f}"
+    return row + f" {batch / median_time(step, repeats, device):>12.1f}"
 
 
 if __name__ == "__main__":

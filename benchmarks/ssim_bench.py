@@ -10,27 +10,14 @@ absolute difference between the two implementations.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
+from timing import median_time
 
 from activemri.data.phantom import knee_volume
 from activemri.metrics import ssim
-
-
-def _median_time(fn, repeats: int, sync=lambda: None) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -55,8 +42,8 @@ def main() -> None:
 
     pred_t, target_t = torch.from_numpy(pred), torch.from_numpy(target)
     range_t = torch.from_numpy(data_range)
-    t_sk = _median_time(skimage_loop, args.repeats)
-    t_cpu = _median_time(lambda: ssim(pred_t, target_t, range_t), args.repeats)
+    t_sk = median_time(skimage_loop, args.repeats)
+    t_cpu = median_time(lambda: ssim(pred_t, target_t, range_t), args.repeats)
     diff = np.abs(ssim(pred_t, target_t, range_t).numpy() - np.array(skimage_loop())).max()
     print(f"SSIM of {args.batch} images of {args.size}x{args.size}, median of {args.repeats}")
     print(f"  torch threads: {torch.get_num_threads()}")
@@ -70,7 +57,7 @@ def main() -> None:
         torch.cuda.set_sync_debug_mode("error")
         ssim(p, t, r)
         torch.cuda.set_sync_debug_mode(0)
-        t_gpu = _median_time(lambda: ssim(p, t, r), args.repeats, torch.cuda.synchronize)
+        t_gpu = median_time(lambda: ssim(p, t, r), args.repeats, dev)
         print(f"  activemri batched, CUDA:     {t_gpu * 1e3:8.2f} ms  (no host synchronization)")
 
 

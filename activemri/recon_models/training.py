@@ -77,7 +77,8 @@ class TrainConfig:
         weight_decay: Adam weight decay.
         patterns: Mask patterns drawn per sample (supervised).
         max_fraction: Largest fraction of measured lines in a training mask (0.5 = 2x).
-        acs_acceleration: Acceleration whose fastMRI ACS fraction gives the ACS block size.
+        acs_accelerations: Accelerations whose fastMRI ACS fractions give the ACS block sizes
+            drawn per sample (supervised), so the model sees every ACS size it is evaluated at.
         ssdu_acceleration: Acceleration of the fixed SSDU training acquisitions.
         ssdu_rho: ``|Λ| / |Ω|``.
         ssdu_selection: ``uniform`` or ``gaussian``.
@@ -101,7 +102,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patterns: list[str] = field(default_factory=lambda: list(MASK_TYPES))
     max_fraction: float = 0.5
-    acs_acceleration: float = 4.0
+    acs_accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0])
     ssdu_acceleration: float = 4.0
     ssdu_rho: float = 0.4
     ssdu_selection: str = "uniform"
@@ -156,7 +157,8 @@ def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random
             acs = default_acs_lines(n_valid, config.ssdu_acceleration)
             lines = max(acs, round(n_valid / config.ssdu_acceleration))
             return make_mask("random", len(valid), lines, acs, rng, valid)
-        acs = default_acs_lines(n_valid, config.acs_acceleration)
+        accel = config.acs_accelerations[int(rng.integers(len(config.acs_accelerations)))]
+        acs = default_acs_lines(n_valid, accel)
         most = max(acs, round(config.max_fraction * n_valid))
         lines = int(rng.integers(acs, most + 1))
         pattern = config.patterns[int(rng.integers(len(config.patterns)))]
