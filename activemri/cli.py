@@ -95,6 +95,7 @@ def _recon_train(args: argparse.Namespace) -> int:
 def _recon_eval(args: argparse.Namespace) -> int:
     import json
 
+    from activemri._io import atomic_write_text
     from activemri.data import SliceDataset
     from activemri.recon_models import Reconstructor, reconstructor_from_preset
     from activemri.recon_models.evaluate import evaluate_reconstructor
@@ -130,10 +131,7 @@ def _recon_eval(args: argparse.Namespace) -> int:
     if "uncertainty_spearman" in result:
         print(f"uncertainty: Spearman(sigma, |error|) = {result['uncertainty_spearman']:.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(args.json) + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(args.json)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
 

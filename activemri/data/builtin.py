@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from activemri._io import atomic_path, atomic_write_text
 from activemri.data.header import KSpaceGeometry, build_header
 from activemri.data.phantom import CONTRASTS, knee_volume, noise_field
 from activemri.kspace import center_crop, fft2c, ifft2c, rss
@@ -226,24 +226,17 @@ def _provenance(preset: BuiltinPreset, seed: int, index: int) -> str:
 
 
 def _write_volume(path: Path, volume: SimulatedVolume, provenance: str) -> None:
-    """Write one volume atomically (temporary file in the same folder, then rename)."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp_name, "w") as hf:
-            hf.create_dataset("kspace", data=volume.kspace)
-            key = "reconstruction_rss" if volume.kspace.ndim == 4 else "reconstruction_esc"
-            hf.create_dataset(key, data=volume.target)
-            hf.create_dataset("ismrmrd_header", data=build_header(volume.geometry))
-            hf.attrs["max"] = float(volume.target.max())
-            hf.attrs["norm"] = float(np.linalg.norm(volume.target))
-            hf.attrs["acquisition"] = volume.acquisition
-            hf.attrs["patient_id"] = volume.patient_id
-            hf.attrs[PROVENANCE_ATTR] = provenance
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write one volume atomically (temporary file in the same folder, fsync, rename)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as hf:
+        hf.create_dataset("kspace", data=volume.kspace)
+        key = "reconstruction_rss" if volume.kspace.ndim == 4 else "reconstruction_esc"
+        hf.create_dataset(key, data=volume.target)
+        hf.create_dataset("ismrmrd_header", data=build_header(volume.geometry))
+        hf.attrs["max"] = float(volume.target.max())
+        hf.attrs["norm"] = float(np.linalg.norm(volume.target))
+        hf.attrs["acquisition"] = volume.acquisition
+        hf.attrs["patient_id"] = volume.patient_id
+        hf.attrs[PROVENANCE_ATTR] = provenance
 
 
 def _already_written(path: Path, provenance: str) -> bool:
@@ -370,7 +363,5 @@ def ensure_builtin(
     if stamp.is_file() and stamp.read_text() == expected:
         return folder
     make_builtin(folder, spec, seed=seed, progress=progress)
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(expected)
-    os.replace(tmp, stamp)
+    atomic_write_text(stamp, expected)
     return folder

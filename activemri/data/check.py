@@ -134,8 +134,15 @@ def check_folder(root: str | Path, scan: bool = True) -> FolderReport:
             report.errors.append((path, str(exc)))
             continue
         report.volumes.append(info)
-        if "max" not in info.attrs and info.target_key is not None:
-            report.warnings.append((path, "no 'max' attribute: SSIM falls back to the slice max"))
+        if info.target_key is not None:
+            stored = info.attrs.get("max")
+            if stored is None:
+                report.warnings.append((path, "no 'max' attribute: metrics use the slice max"))
+            elif not (isinstance(stored, (int, float)) and np.isfinite(stored) and stored > 0):
+                msg = (
+                    f"attribute max={stored!r} is not a positive number: metrics use the slice max"
+                )
+                report.warnings.append((path, msg))
         if scan:
             _scan(info, report)
     return report

@@ -104,7 +104,7 @@ class SliceMeta:
         file: Source h5 file.
         slice_index: Index of the slice in its volume.
         max_value: Volume maximum of the target (attribute ``max``), the SSIM/PSNR data range
-            fastMRI uses; ``None`` when the file does not carry it.
+            fastMRI uses; ``None`` when the file does not carry a finite positive one.
         padding_left: First measured phase-encode column.
         padding_right: One past the last measured phase-encode column.
         recon_size: ``(h, w)`` of the target.
@@ -285,6 +285,15 @@ def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def _positive_or_none(value: Any) -> float | None:
+    """A usable data range, or ``None`` (then metrics fall back to the slice maximum)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) and number > 0 else None
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -394,6 +403,11 @@ class SliceDataset(Dataset[SliceSample]):
     def __len__(self) -> int:
         return len(self._index)
 
+    def slice_shape(self, index: int) -> tuple[int, int, int]:
+        """``(C, H, W)`` k-space shape of item ``index``, from metadata (nothing is read)."""
+        info = self.volumes[self._index[index][0]]
+        return (info.num_coils, *info.kspace_shape)
+
     def slice_meta(self, index: int) -> SliceMeta:
         """Metadata of item ``index`` without reading the slice."""
         vol, slice_index = self._index[index]
@@ -404,7 +418,7 @@ class SliceDataset(Dataset[SliceSample]):
         return SliceMeta(
             file=info.path,
             slice_index=slice_index,
-            max_value=_optional_float(info.attrs.get("max")),
+            max_value=_positive_or_none(info.attrs.get("max")),
             padding_left=geometry.padding_left,
             padding_right=geometry.padding_right,
             recon_size=geometry.recon_size,

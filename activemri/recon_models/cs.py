@@ -125,7 +125,8 @@ class TVReconstructor(Reconstructor):
             num_low = num_low_frequencies_tensor(
                 aux.get("num_low_frequencies"), kspace.shape[0], kspace.device
             )
-            sens = estimate_sens_maps(kspace, num_low)
+            # Only acquired columns: an ACS block not fully in the mask must not see unseen data.
+            sens = estimate_sens_maps(apply_mask(kspace, mask), num_low)
         with torch.no_grad():
             image = tv_reconstruct(kspace, mask, self.lam, self.iterations, sens)
         return ReconOutput(center_crop(image.abs(), self.recon_size).float())

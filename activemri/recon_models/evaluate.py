@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from activemri.data import SliceDataset, SliceSample
 from activemri.kspace import zero_filled
 from activemri.masks import make_mask
-from activemri.metrics import nmse, psnr, ssim
+from activemri.metrics import ssim
 from activemri.recon_models.base import Reconstructor
 
 __all__ = ["MaskedBatch", "MaskedSlices", "default_acs_lines", "evaluate_reconstructor"]
@@ -122,13 +122,53 @@ def fixed_mask_rule(mask_type: str, acceleration: float) -> Any:
     return rule
 
 
+def shape_batches(dataset: MaskedSlices, batch_size: int, indices: list[int]) -> list[list[int]]:
+    """Cut ``indices`` into batches of equal k-space shape, keeping their order within a shape.
+
+    Real fastMRI folders mix widths (e.g. 368 and 372 columns); slices of different shapes
+    cannot be stacked, so each shape fills its own batches.
+    """
+    pending: dict[tuple[int, int, int], list[int]] = {}
+    batches: list[list[int]] = []
+    for index in indices:
+        group = pending.setdefault(dataset.dataset.slice_shape(index), [])
+        group.append(index)
+        if len(group) == batch_size:
+            batches.append(list(group))
+            group.clear()
+    batches.extend(group for group in pending.values() if group)
+    return batches
+
+
 def iterate_batches(
-    dataset: Dataset[dict[str, Any]], batch_size: int, indices: list[int] | None = None
+    dataset: MaskedSlices, batch_size: int, indices: list[int] | None = None, num_workers: int = 0
 ) -> Iterator[MaskedBatch]:
-    """Batches of a masked dataset in order (optionally a subset of indices)."""
-    subset: Any = dataset if indices is None else torch.utils.data.Subset(dataset, indices)
-    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=collate_masked)
+    """Batches of equal shape from a masked dataset (optionally a subset of indices)."""
+    order = list(range(len(dataset))) if indices is None else indices
+    loader = DataLoader(
+        dataset, batch_sampler=shape_batches(dataset, batch_size, order),
+        collate_fn=collate_masked, num_workers=num_workers,
+    )  # fmt: skip
     yield from loader
+
+
+@dataclass
+class _VolumeSums:
+    """Per-volume accumulators for fastMRI's volume-level metrics."""
+
+    ssim: list[float]
+    sse: float = 0.0
+    energy: float = 0.0
+    pixels: int = 0
+    data_range: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        mse = self.sse / self.pixels
+        return {
+            "ssim": float(np.mean(self.ssim)),
+            "psnr": float(10.0 * np.log10(self.data_range**2 / mse)) if mse > 0 else float("inf"),
+            "nmse": self.sse / self.energy,
+        }
 
 
 @torch.no_grad()
@@ -142,11 +182,13 @@ def evaluate_reconstructor(
     batch_size: int = 16,
     max_slices: int | None = None,
 ) -> dict[str, Any]:
-    """SSIM/PSNR/NMSE of ``model`` and of zero-filled on the same seeded masks.
+    """SSIM/PSNR/NMSE of ``model`` and of zero-filled on the same seeded masks, per volume.
 
-    Masks are per volume (every slice of a file shares one, seeded by ``seed`` and the file
-    name), ``round(W_valid / A)`` lines with fastMRI's ACS fraction. The data range is the
-    volume maximum (``max`` attribute).
+    Metrics follow fastMRI's evaluation: per volume, SSIM is the mean over its slices (data
+    range = volume maximum, the ``max`` attribute), PSNR and NMSE are computed over the whole
+    volume; the reported mean and std are over volumes. Masks are per volume (every slice of a
+    file shares one, seeded by ``seed`` and the file name), ``round(W_valid / A)`` lines with
+    fastMRI's ACS fraction.
 
     Args:
         model: The reconstructor (put in eval mode here).
@@ -156,21 +198,20 @@ def evaluate_reconstructor(
         seed: Mask seed.
         device: Where to run.
         batch_size: Slices per forward pass.
-        max_slices: Evaluate the first ``max_slices`` slices only.
+        max_slices: Evaluate the first ``max_slices`` slices only (the last volume may then
+            count with part of its slices).
 
     Returns:
-        A JSON-ready dict: per method (``model``, ``zero_filled``) the mean and std of each
-        metric, the slice count, the settings and, for models with uncertainty, the Spearman
-        correlation between predicted sigma and absolute error over the pixels.
+        A JSON-ready dict: per method (``model``, ``zero_filled``) the mean and std over
+        volumes of each metric, slice and volume counts, the settings and, for models with
+        uncertainty, the Spearman correlation between predicted sigma and absolute error over
+        sampled pixels.
     """
     device = torch.device(device)
     model = model.to(device).eval()
     masked = MaskedSlices(dataset, fixed_mask_rule(mask_type, acceleration), seed, per_volume=True)
     count = len(masked) if max_slices is None else min(max_slices, len(masked))
-    values: dict[str, dict[str, list[float]]] = {
-        "model": {"ssim": [], "psnr": [], "nmse": []},
-        "zero_filled": {"ssim": [], "psnr": [], "nmse": []},
-    }
+    volumes: dict[str, dict[str, _VolumeSums]] = {"model": {}, "zero_filled": {}}
     sigmas: list[np.ndarray] = []
     errors: list[np.ndarray] = []
     pick = np.random.default_rng(seed)
@@ -178,24 +219,37 @@ def evaluate_reconstructor(
         batch = batch.to(device)
         if batch.target is None:
             raise ValueError("evaluation needs targets; the dataset has none")
+        files = [str(dataset.slice_meta(int(i)).file) for i in batch.index]
         out = model(batch.kspace, batch.mask, num_low_frequencies=batch.num_low)
         zf = zero_filled(batch.kspace, batch.mask, model.recon_size).float()
+        energy = batch.target.double().square().sum(dim=(-2, -1)).tolist()
         for name, image in (("model", out.image), ("zero_filled", zf)):
-            values[name]["ssim"] += ssim(image, batch.target, batch.data_range).tolist()
-            values[name]["psnr"] += psnr(image, batch.target, batch.data_range).tolist()
-            values[name]["nmse"] += nmse(image, batch.target).tolist()
+            slice_ssim = ssim(image, batch.target, batch.data_range).tolist()
+            sse = (image.double() - batch.target.double()).square().sum(dim=(-2, -1)).tolist()
+            for i, file in enumerate(files):
+                acc = volumes[name].setdefault(file, _VolumeSums([]))
+                acc.ssim.append(slice_ssim[i])
+                acc.sse += sse[i]
+                acc.energy += energy[i]
+                acc.pixels += image[i].numel()
+                acc.data_range = float(batch.data_range[i])
         if out.uncertainty is not None:
             idx = pick.choice(out.image[0].numel(), size=min(2000, out.image[0].numel()))
             sigmas.append(out.uncertainty.flatten(1)[:, idx].cpu().numpy().ravel())
             errors.append((out.image - batch.target).abs().flatten(1)[:, idx].cpu().numpy().ravel())
     result: dict[str, Any] = {
-        "mask_type": mask_type, "acceleration": acceleration, "seed": seed, "num_slices": count,
+        "mask_type": mask_type, "acceleration": acceleration, "seed": seed,
+        "num_slices": count, "num_volumes": len(volumes["model"]),
         "data_range": "volume max (h5 attribute 'max')", "ssim_window": 7,
+        "aggregation": "per volume (fastMRI), mean and std over volumes",
     }  # fmt: skip
-    for name, metrics in values.items():
+    for name, per_volume in volumes.items():
+        rows = [acc.metrics() for acc in per_volume.values()]
         result[name] = {
-            k: {"mean": float(np.mean(v)), "std": float(np.std(v))} for k, v in metrics.items()
-        }
+            k: {"mean": float(np.mean([r[k] for r in rows])),
+                "std": float(np.std([r[k] for r in rows]))}
+            for k in ("ssim", "psnr", "nmse")
+        }  # fmt: skip
     if sigmas:
         rho = spearmanr(np.concatenate(sigmas), np.concatenate(errors)).statistic
         result["uncertainty_spearman"] = float(rho)

@@ -79,8 +79,16 @@ def resolve_class(name: str) -> type[Reconstructor]:
 
 
 def build_reconstructor(name: str, **config: Any) -> Reconstructor:
-    """Instantiate a reconstructor by registry name or class path with ``config``."""
-    return resolve_class(name)(**config)
+    """Instantiate a reconstructor by registry name or class path with ``config``.
+
+    Raises:
+        ValueError: If the name is unknown or ``config`` does not fit the constructor.
+    """
+    cls = resolve_class(name)
+    try:
+        return cls(**config)
+    except TypeError as exc:
+        raise ValueError(f"config {config} does not fit {cls.__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -169,4 +177,4 @@ def reconstructor_from_preset(
     cls = resolve_class(spec.model)
     if use_checkpoint and spec.checkpoint is not None:
         return cls.load(spec.checkpoint, map_location=map_location)
-    return cls(**spec.config)
+    return build_reconstructor(spec.model, **spec.config)

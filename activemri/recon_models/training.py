@@ -7,14 +7,17 @@ split) and two files are written atomically in the output folder:
 - ``checkpoint.pt``: model, optimizer, scheduler, epoch and history (for ``--resume``);
 - ``model.pt``: the model alone, the best so far by validation SSIM (what users load).
 
-Reproducibility: every random choice of epoch ``e`` (shuffling, masks, SSDU splits, dropout)
-is seeded from ``(seed, e)`` and the sample index, so a resumed run continues exactly as an
-uninterrupted one would.
+Reproducibility: every random stream of epoch ``e`` is seeded from ``(seed, e)``: the
+shuffle, each sample's mask (also from its index), the SSDU splits (one stream per epoch and
+rank, consumed batch by batch) and dropout (the global torch seed). Resumption happens at
+epoch boundaries, so a resumed run continues exactly as an uninterrupted one would on the
+same machine (CUDA kernels may add their own non-determinism).
 
 Masks (supervised): each sample draws a pattern (random, equispaced, low-to-high) and a line
 count uniform between the ACS block and ``max_fraction`` of the measured width, so the model
 is good at every step of an active episode. SSDU: each training slice has one fixed
-acquisition Ω (random, ``ssdu_acceleration``), split each step into Θ (input) and Λ (loss);
+acquisition Ω (the file's own ``mask`` for undersampled data, else a random
+``ssdu_acceleration`` mask), split each step into Θ (input) and Λ (loss);
 fully sampled targets are never read (the training split is opened without targets).
 
 Multi-process: launched with ``torchrun`` (``WORLD_SIZE > 1``), training uses
@@ -30,6 +33,7 @@ import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +43,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from activemri._io import atomic_write_text
 from activemri.data import SliceDataset, SliceSample, ensure_builtin
-from activemri.kspace import acs_mask
+from activemri.kspace import acs_mask, apply_mask
 from activemri.masks import MASK_TYPES, make_mask
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.checkpoint import CheckpointError, load_state_strict, read_checkpoint
@@ -52,7 +57,7 @@ from activemri.recon_models.evaluate import (
     iterate_batches,
 )
 from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_loss
-from activemri.recon_models.registry import ReconPreset, load_preset, resolve_class
+from activemri.recon_models.registry import ReconPreset, build_reconstructor, load_preset
 from activemri.recon_models.ssdu import ssdu_split
 
 __all__ = ["BUILTIN_DATA_PREFIX", "TrainConfig", "resolve_data", "train"]
@@ -137,6 +142,18 @@ class TrainConfig:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0.0 < self.max_fraction <= 1.0:
             raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
+        if self.lr <= 0 or self.lr_step < 1 or not 0 < self.lr_gamma <= 1:
+            raise ValueError("need lr > 0, lr_step >= 1 and 0 < lr_gamma <= 1")
+        if not self.val_accelerations or not self.acs_accelerations:
+            raise ValueError("val_accelerations and acs_accelerations must not be empty")
+        if min(*self.val_accelerations, *self.acs_accelerations, self.ssdu_acceleration) < 1:
+            raise ValueError("accelerations must be >= 1")
+        if not 0.0 < self.ssdu_rho < 1.0:
+            raise ValueError(f"ssdu_rho must be in (0, 1), got {self.ssdu_rho}")
+        if self.ssdu_selection not in ("uniform", "gaussian"):
+            raise ValueError(
+                f"ssdu_selection must be uniform or gaussian, not {self.ssdu_selection!r}"
+            )
 
 
 def resolve_data(data: str) -> Path:
@@ -154,6 +171,11 @@ def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random
         valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
         n_valid = int(valid.sum())
         if config.mode == "ssdu":
+            if sample.mask is not None:  # truly undersampled data: Ω is what was measured
+                acs = sample.meta.num_low_frequency
+                if acs is None:
+                    acs = default_acs_lines(n_valid, config.ssdu_acceleration)
+                return sample.mask.numpy() & valid, acs
             acs = default_acs_lines(n_valid, config.ssdu_acceleration)
             lines = max(acs, round(n_valid / config.ssdu_acceleration))
             return make_mask("random", len(valid), lines, acs, rng, valid)
@@ -179,11 +201,13 @@ class _LossModule(nn.Module):
         cfg = self.config
         if cfg.mode == "ssdu":
             assert lam_mask is not None
+            # Only Ω exists for self-supervision: drop everything else before any use.
+            measured = apply_mask(batch.kspace, batch.mask)
             theta = batch.mask & ~lam_mask
             predicted = self.model.forward_kspace(
-                batch.kspace, theta, num_low_frequencies=batch.num_low
+                measured, theta, num_low_frequencies=batch.num_low
             )
-            return ssdu_kspace_loss(predicted, batch.kspace, lam_mask)
+            return ssdu_kspace_loss(predicted, measured, lam_mask)
         assert batch.target is not None
         out = self.model(batch.kspace, batch.mask, num_low_frequencies=batch.num_low)
         loss = image_loss(cfg.loss, out.image, batch.target, batch.data_range)
@@ -198,19 +222,15 @@ def _distributed_context(device: torch.device) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank()
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    return rank, world, device
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    if not dist.is_initialized():
+        # Rank 0 validates alone while the others wait: allow long validations.
+        dist.init_process_group(
+            backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=2)
+        )
+    return dist.get_rank(), world, device
 
 
 def train(
@@ -247,20 +267,31 @@ def train(
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
 
-    folder = resolve_data(config.data) if rank == 0 else None
-    if world > 1:
-        shared = [str(folder)]
+    folder, error = None, None
+    if rank == 0:
+        try:
+            folder = resolve_data(config.data)
+        except (FileNotFoundError, ValueError) as exc:
+            error = str(exc)
+    if world > 1:  # share the folder, or the error, so no rank waits forever
+        shared = [None if folder is None else str(folder), error]
         dist.broadcast_object_list(shared, src=0)
-        folder = Path(shared[0])
-    assert folder is not None
+        folder = None if shared[0] is None else Path(shared[0])
+        error = shared[1]
+    if error is not None or folder is None:
+        raise FileNotFoundError(error or "no data folder")
     # SSDU never opens the training targets: only undersampled k-space exists for it.
     train_set = SliceDataset(
         folder, split="train", target_key=None if config.mode == "ssdu" else "auto"
     )
     val_set = SliceDataset(folder, split="val", warn=False)
+    if config.mode == "supervised" and any(v.target_key is None for v in train_set.volumes):
+        raise ValueError(f"supervised training needs targets; {folder} has volumes without any")
+    if any(v.target_key is None for v in val_set.volumes):
+        raise ValueError(f"validation needs targets; the val split of {folder} lacks some")
 
     torch.manual_seed(config.seed)
-    model = resolve_class(spec.model)(**spec.config).to(dev)
+    model = build_reconstructor(spec.model, **spec.config).to(dev)
     if config.mode == "ssdu" and not model.predicts_kspace:
         raise ValueError(
             f"SSDU trains in k-space; {type(model).__name__} does not predict k-space "
@@ -275,9 +306,19 @@ def train(
     if resume:
         state = read_checkpoint(ckpt_path, map_location=dev)
         extra = state.get("extra", {})
+        if not {"optimizer", "scheduler", "epoch", "history", "best", "train"} <= set(extra):
+            raise CheckpointError(f"{ckpt_path} holds no training state to resume from")
         if state["config"] != model.config:
             raise CheckpointError(
                 f"{ckpt_path} was trained with {state['config']}, not {model.config}"
+            )
+        previous = {k: v for k, v in json.loads(extra["train"]).items() if k != "epochs"}
+        current = {k: v for k, v in json.loads(json.dumps(asdict(config))).items() if k != "epochs"}
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current[k])
+            raise CheckpointError(
+                f"cannot resume {ckpt_path}: training settings changed ({', '.join(changed)}); "
+                "only 'epochs' may change on resume"
             )
         load_state_strict(model, state["state_dict"], str(ckpt_path))
         optimizer.load_state_dict(extra["optimizer"])
@@ -288,7 +329,8 @@ def train(
 
     loss_module: nn.Module = _LossModule(model, config)
     if world > 1:
-        loss_module = nn.parallel.DistributedDataParallel(loss_module)
+        # Heads without a loss term in some modes (e.g. uncertainty under SSDU) get no grads.
+        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     masked = MaskedSlices(train_set, _training_mask_rule(config), config.seed)
     n_train = (
         len(masked)
@@ -312,7 +354,7 @@ def train(
         model.train()
         split_rng = np.random.default_rng([config.seed, epoch, rank])
         losses = []
-        batches = iterate_batches(masked, config.batch_size, indices)
+        batches = iterate_batches(masked, config.batch_size, indices, config.num_workers)
         bar = tqdm(batches, total=math.ceil(len(indices) / config.batch_size),
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0,
                    leave=False)  # fmt: skip
@@ -325,6 +367,11 @@ def train(
                                          config.ssdu_selection)  # fmt: skip
             with autocast:
                 loss = loss_module(batch, lam_mask)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite training loss at epoch {epoch + 1}; lower the learning rate or "
+                    "check the data (activemri data check)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -354,7 +401,7 @@ def train(
                     "train": json.dumps(asdict(config)),
                 },
             )  # fmt: skip
-            _write_json(out / "history.json", history)
+            atomic_write_text(out / "history.json", json.dumps(history, indent=2))
             if progress:
                 shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
                 tqdm.write(f"epoch {epoch + 1}: {shown}")

@@ -157,6 +157,9 @@ class VarNetReconstructor(Reconstructor):
         pools: Levels of each cascade U-Net.
         uncertainty: Add the uncertainty head.
         uncertainty_chans: Channels of the uncertainty U-Net.
+        final_dc: Replace the predicted values of the acquired columns by the measured ones
+            at the end (hard data consistency). Off by default, as fastMRI's VarNet; needed
+            for self-supervised training, whose loss never constrains the input columns.
     """
 
     predicts_kspace = True
@@ -171,13 +174,15 @@ class VarNetReconstructor(Reconstructor):
         pools: int = 4,
         uncertainty: bool = False,
         uncertainty_chans: int = 8,
+        final_dc: bool = False,
     ) -> None:
         config = {
             "num_cascades": num_cascades, "sens_chans": sens_chans, "sens_pools": sens_pools,
             "chans": chans, "pools": pools, "uncertainty": uncertainty,
-            "uncertainty_chans": uncertainty_chans,
+            "uncertainty_chans": uncertainty_chans, "final_dc": final_dc,
         }  # fmt: skip
         super().__init__(recon_size, config)
+        self.final_dc = final_dc
         self.varnet = VarNet(num_cascades, sens_chans, sens_pools, chans, pools)
         self.uncertainty_head = (
             Unet(2, 1, chans=uncertainty_chans, num_pool_layers=2) if uncertainty else None
@@ -194,7 +199,10 @@ class VarNetReconstructor(Reconstructor):
         num_low = num_low_frequencies_tensor(
             aux.get("num_low_frequencies"), kspace.shape[0], kspace.device
         )
-        prediction: torch.Tensor = self.varnet(apply_mask(kspace, mask), mask, num_low)[0]
+        measured = apply_mask(kspace, mask)
+        prediction: torch.Tensor = self.varnet(measured, mask, num_low)[0]
+        if self.final_dc:
+            prediction = torch.where(mask[:, None, None, :], measured, prediction)
         return prediction
 
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> ReconOutput:

@@ -258,3 +258,11 @@ def test_dataset_pickles(tiny_data):
     ds = SliceDataset(tiny_data)
     clone = pickle.loads(pickle.dumps(ds))
     assert torch.equal(clone[3].kspace, ds[3].kspace)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_unusable_max_attribute_falls_back(tmp_path, bad):
+    path = _good(tmp_path / "m.h5")
+    with h5py.File(path, "a") as hf:
+        hf.attrs["max"] = bad
+    assert SliceDataset(tmp_path)[0].meta.max_value is None

@@ -146,3 +146,20 @@ def test_varnet_single_and_multicoil_forward_kspace(batch_factory):
         k, mask = batch_factory(2, coils, 24, 22)
         pred = model.forward_kspace(k, mask, num_low_frequencies=4)
         assert pred.shape == k.shape and pred.is_complex()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("coils", [1, 3])
+def test_output_does_not_depend_on_unacquired_kspace(name, coils, batch_factory):
+    model = make_model(name, uncertainty=name in ("unet", "varnet")).eval()
+    k, mask = batch_factory(2, coils, 24, 22)
+    mask[:, 10] = False  # the ACS block is not fully acquired: estimators must not peek
+    perturbed = k.clone()
+    perturbed[..., ~mask[0]] = 0  # differs from k only where sample 0 acquired nothing
+    perturbed[1] = k[1]
+    with torch.no_grad():
+        a = model(k, mask, num_low_frequencies=4)
+        b = model(perturbed, mask, num_low_frequencies=4)
+    assert torch.equal(a.image[0], b.image[0])
+    if a.uncertainty is not None:
+        assert torch.equal(a.uncertainty[0], b.uncertainty[0])

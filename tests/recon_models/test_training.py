@@ -234,3 +234,65 @@ def test_torchrun_two_process_gloo(train_data, tmp_path):
     model = Reconstructor.load(out / "model.pt")
     assert model.recon_size == (32, 32)
     assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+def test_resume_refuses_changed_settings_but_allows_more_epochs(train_data, tmp_path):
+    preset = {**UNET_PRESET, "train": {**UNET_PRESET["train"], "epochs": 1}}
+    train(preset, tmp_path, data=str(train_data), progress=False)
+    from activemri.recon_models import CheckpointError
+
+    with pytest.raises(CheckpointError, match="lr"):
+        train(
+            preset,
+            tmp_path,
+            data=str(train_data),
+            progress=False,
+            resume=True,
+            overrides={"lr": 0.1},
+        )
+    result = train(
+        preset, tmp_path, data=str(train_data), progress=False, resume=True, overrides={"epochs": 2}
+    )
+    assert [r["epoch"] for r in result["history"]] == [0, 1]
+
+
+def test_evaluation_batches_mixed_widths_and_aggregates_per_volume(tmp_path):
+    make_builtin(tmp_path, "tiny", seed=1, num_volumes=2)
+    other = tmp_path / "other"
+    make_builtin(other, "tiny", seed=2, num_volumes=2)
+    # A second width, as fastMRI knee folders mix 368- and 372-column volumes.
+    for path in sorted(other.glob("*.h5")):
+        with h5py.File(path, "a") as hf:
+            k = hf["kspace"][()]
+            del hf["kspace"]
+            hf.create_dataset("kspace", data=np.pad(k, ((0, 0), (0, 0), (2, 2))))
+            header = hf["ismrmrd_header"][()].decode()
+            del hf["ismrmrd_header"]
+            header = header.replace("<y>36</y>", "<y>40</y>", 1).replace(
+                "<center>16</center>", "<center>18</center>"
+            )
+            hf.create_dataset("ismrmrd_header", data=header)
+        shutil.move(path, tmp_path / f"wide_{path.name}")
+    other.rmdir()
+    dataset = SliceDataset(tmp_path)
+    assert {v.kspace_shape[1] for v in dataset.volumes} == {36, 40}
+    model = reconstructor_from_preset({"model": "zero_filled", "config": {"recon_size": [32, 32]}})
+    result = evaluate_reconstructor(model, dataset, batch_size=4)
+    assert result["num_volumes"] == 4 and result["num_slices"] == len(dataset)
+    # NMSE of a volume is ||gt - pred||^2 / ||gt||^2 over all its slices (fastMRI).
+    single = SliceDataset(tmp_path / "vol00000.h5")
+    one = evaluate_reconstructor(model, single, batch_size=2)
+    from activemri.recon_models.evaluate import MaskedSlices, fixed_mask_rule
+
+    items = [
+        MaskedSlices(single, fixed_mask_rule("random", 4.0), 0, per_volume=True)[i]
+        for i in range(len(single))
+    ]
+    from activemri.kspace import zero_filled
+
+    err = energy = 0.0
+    for it in items:
+        zf = zero_filled(it["kspace"][None], it["mask"][None], (32, 32))[0]
+        err += float(((zf.double() - it["target"].double()) ** 2).sum())
+        energy += float((it["target"].double() ** 2).sum())
+    assert one["model"]["nmse"]["mean"] == pytest.approx(err / energy, rel=1e-5)
