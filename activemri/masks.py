@@ -73,15 +73,7 @@ def random_mask(
 ) -> tuple[BoolArray, int]:
     """Central block plus uniformly random other columns, exactly ``num_lines`` in all.
 
-    Args:
-        width: K-space width ``W``.
-        num_lines: Total acquired columns.
-        num_low_frequencies: Central block size.
-        rng: Random generator.
-        valid: Bool ``(W,)`` of columns that may be sampled (default: all).
-
-    Returns:
-        ``(mask, num_low_frequencies)``.
+    Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
     base, free = _candidates(width, num_low_frequencies, valid)
     _check_count(num_lines, base, free)
@@ -102,16 +94,7 @@ def equispaced_mask(
 
     The spacing is chosen so the total is as close to ``num_lines`` as an even grid allows;
     the remainder (positive or negative) is filled or removed at random, so the count is exact.
-
-    Args:
-        width: K-space width ``W``.
-        num_lines: Total acquired columns.
-        num_low_frequencies: Central block size.
-        rng: Random generator.
-        valid: Bool ``(W,)`` of columns that may be sampled (default: all).
-
-    Returns:
-        ``(mask, num_low_frequencies)``.
+    Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
     base, free = _candidates(width, num_low_frequencies, valid)
     _check_count(num_lines, base, free)
@@ -143,16 +126,7 @@ def low_to_high_mask(
 
     Ties between the two sides are broken towards the left (lower index), so the mask is the
     prefix of the alternating center-out order; ``rng`` is unused (deterministic pattern).
-
-    Args:
-        width: K-space width ``W``.
-        num_lines: Total acquired columns.
-        num_low_frequencies: Central block size (always contained).
-        rng: Unused; kept for the common signature.
-        valid: Bool ``(W,)`` of columns that may be sampled (default: all).
-
-    Returns:
-        ``(mask, num_low_frequencies)``.
+    Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
     del rng
     base, free = _candidates(width, num_low_frequencies, valid)

@@ -37,6 +37,10 @@ VARNET_PRESET = {
 }
 
 
+def _train_args(preset, data, out) -> list[str]:
+    return ["--preset", str(preset), "--data", str(data), "--out", str(out), "--quiet"]
+
+
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny12")
@@ -130,22 +134,7 @@ def test_cli_recon_train_and_eval(train_data, tmp_path, capsys):
         "train: {epochs: 1, batch_size: 4}\n"
     )
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "recon",
-                "train",
-                "--preset",
-                str(preset),
-                "--data",
-                str(train_data),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(["recon", "train", *_train_args(preset, train_data, out)]) == 0
     assert "best validation SSIM" in capsys.readouterr().out
     report = tmp_path / "r.json"
     assert (
@@ -221,13 +210,7 @@ def test_torchrun_two_process_gloo(train_data, tmp_path):
         "activemri.cli",
         "recon",
         "train",
-        "--preset",
-        str(preset),
-        "--data",
-        str(train_data),
-        "--out",
-        str(out),
-        "--quiet",
+        *_train_args(preset, train_data, out),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
