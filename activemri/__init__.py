@@ -1,8 +1,10 @@
 """activemri: a simulator and toolkit for active MRI acquisition.
 
 The package is organised by role (see DESIGN.md): :mod:`activemri.kspace` (k-space operators),
-:mod:`activemri.metrics` (fastMRI metrics), :mod:`activemri.data` (fastMRI h5 slices and the
-built-in data generator), and the command-line interface in :mod:`activemri.cli`.
+:mod:`activemri.metrics` (fastMRI metrics), :mod:`activemri.masks` (sampling masks),
+:mod:`activemri.data` (fastMRI h5 slices and the built-in data generator),
+:mod:`activemri.recon_models` (reconstructors, checkpoints, training, evaluation), and the
+command-line interface in :mod:`activemri.cli`.
 """
 
 from __future__ import annotations
