@@ -56,12 +56,17 @@ def _candidates(width: int, num_low: int, valid: BoolArray | None) -> tuple[Bool
     return base, allowed & ~base
 
 
-def _check_count(num_lines: int, base: BoolArray, free: BoolArray) -> None:
+def _prepare(
+    width: int, num_lines: int, num_low: int, valid: BoolArray | None
+) -> tuple[BoolArray, BoolArray]:
+    """The center block and the other samplable columns, after checking ``num_lines`` fits."""
+    base, free = _candidates(width, num_low, valid)
     if not base.sum() <= num_lines <= base.sum() + free.sum():
         raise ValueError(
             f"cannot acquire {num_lines} lines: the center block has {int(base.sum())} and "
             f"{int(free.sum())} more valid columns exist"
         )
+    return base, free
 
 
 def random_mask(
@@ -75,8 +80,7 @@ def random_mask(
 
     Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
-    base, free = _candidates(width, num_low_frequencies, valid)
-    _check_count(num_lines, base, free)
+    base, free = _prepare(width, num_lines, num_low_frequencies, valid)
     mask = base.copy()
     extra = rng.choice(np.flatnonzero(free), size=num_lines - int(base.sum()), replace=False)
     mask[extra] = True
@@ -96,8 +100,7 @@ def equispaced_mask(
     the remainder (positive or negative) is filled or removed at random, so the count is exact.
     Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
-    base, free = _candidates(width, num_low_frequencies, valid)
-    _check_count(num_lines, base, free)
+    base, free = _prepare(width, num_lines, num_low_frequencies, valid)
     wanted = num_lines - int(base.sum())
     mask = base.copy()
     if wanted > 0:
@@ -129,8 +132,7 @@ def low_to_high_mask(
     Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
     """
     del rng
-    base, free = _candidates(width, num_low_frequencies, valid)
-    _check_count(num_lines, base, free)
+    base, free = _prepare(width, num_lines, num_low_frequencies, valid)
     center = width // 2
     order = sorted(np.flatnonzero(free).tolist(), key=lambda c: (abs(c - center), c))
     mask = base.copy()

@@ -216,10 +216,12 @@ def evaluate_reconstructor(
     errors: list[np.ndarray] = []
     pick = np.random.default_rng(seed)
     for batch in iterate_batches(masked, batch_size, list(range(count))):
+        # Host-side bookkeeping read once per batch, before the tensors move to the device.
+        files = [str(dataset.slice_meta(i).file) for i in batch.index.tolist()]
+        ranges = batch.data_range.tolist()
         batch = batch.to(device)
         if batch.target is None:
             raise ValueError("evaluation needs targets; the dataset has none")
-        files = [str(dataset.slice_meta(int(i)).file) for i in batch.index]
         out = model(batch.kspace, batch.mask, num_low_frequencies=batch.num_low)
         zf = zero_filled(batch.kspace, batch.mask, model.recon_size).float()
         energy = batch.target.double().square().sum(dim=(-2, -1)).tolist()
@@ -232,7 +234,7 @@ def evaluate_reconstructor(
                 acc.sse += sse[i]
                 acc.energy += energy[i]
                 acc.pixels += image[i].numel()
-                acc.data_range = float(batch.data_range[i])
+                acc.data_range = ranges[i]
         if out.uncertainty is not None:
             idx = pick.choice(out.image[0].numel(), size=min(2000, out.image[0].numel()))
             sigmas.append(out.uncertainty.flatten(1)[:, idx].cpu().numpy().ravel())
