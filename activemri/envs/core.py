@@ -1,0 +1,424 @@
+"""The batched acquisition core: B episodes advanced together as tensors on one device.
+
+Pure torch, no host transfers: :meth:`AcquisitionCore.reset` builds an :class:`EnvState`
+from device tensors, :meth:`AcquisitionCore.step` adds one line per episode, runs one batched
+reconstructor forward and scores it, and :meth:`AcquisitionCore.score_candidates` scores many
+candidate lines without touching the state (for oracle policies). The Gymnasium envs in
+:mod:`activemri.envs.env` and :mod:`activemri.envs.vector` are thin layers over it.
+
+The reconstructor only ever sees the *observed* k-space: a copy holding the acquired columns
+and exactly ``+0.0`` elsewhere, updated column by column, so nothing downstream can depend on
+unacquired data whatever the reconstructor does.
+
+With the parameter-free :class:`~activemri.recon_models.zero_filled.ZeroFilled` reconstructor
+the core never runs a 2-D FFT after reset: the zero-filled coil images are linear in the
+acquired columns, so adding column ``j`` adds the rank-one image ``u_j e_jᵀ`` (``u_j`` the
+readout inverse FFT of the column, cropped to the reconstruction height; ``e_j`` the centered
+inverse DFT basis row ``j``, cropped to the reconstruction width).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from activemri import metrics
+from activemri.kspace import center_crop, rss, zero_filled
+from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.zero_filled import ZeroFilled
+
+__all__ = ["AcquisitionCore", "EnvState", "StepResult", "centered_idft_rows"]
+
+_SIGN = {"ssim": 1.0, "psnr": 1.0, "nmse": -1.0, "mse": -1.0}
+
+
+@dataclass
+class EnvState:
+    """State of B episodes (every tensor on the core's device, batch first).
+
+    Attributes:
+        kspace: Fully sampled complex k-space ``(B, C, H, W)``; never shown to anyone.
+        observed: The acquired part of ``kspace``, exactly ``+0.0`` elsewhere.
+        target: Ground-truth images ``(B, h, w)``.
+        data_range: SSIM/PSNR data range ``(B,)``.
+        mask: Acquired lines, bool ``(B, W)``.
+        valid: Measured (non-padding) lines, bool ``(B, W)``; ``mask`` is a subset.
+        num_low: Size of the initial central (ACS) block ``(B,)``, passed to reconstructors.
+        steps: Steps taken ``(B,)``.
+        budget: Steps allowed ``(B,)``.
+        recon: Current reconstruction ``(B, h, w)``.
+        uncertainty: Current per-pixel standard deviation ``(B, h, w)`` or ``None``.
+        metrics: ``ssim``, ``psnr``, ``nmse``, ``mse`` of ``recon`` against ``target``, ``(B,)``.
+        score: The reward metric, signed so that higher is better, ``(B,)``.
+        scale: Observation scale ``(B,)``: the maximum of the episode's initial zero-filled
+            image (depends on acquired data only).
+        line_images: Zero-filled fast path only: readout inverse FFT of every column,
+            cropped, ``(B, C, h, W)``.
+        coil_images: Zero-filled fast path only: current complex coil images ``(B, C, h, w)``.
+    """
+
+    kspace: torch.Tensor
+    observed: torch.Tensor
+    target: torch.Tensor
+    data_range: torch.Tensor
+    mask: torch.Tensor
+    valid: torch.Tensor
+    num_low: torch.Tensor
+    steps: torch.Tensor
+    budget: torch.Tensor
+    recon: torch.Tensor
+    uncertainty: torch.Tensor | None
+    metrics: dict[str, torch.Tensor]
+    score: torch.Tensor
+    scale: torch.Tensor
+    line_images: torch.Tensor | None = None
+    coil_images: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Number of episodes B."""
+        return int(self.mask.shape[0])
+
+    def done(self) -> torch.Tensor:
+        """Bool ``(B,)``: budget spent or every measured line acquired."""
+        full = ~(self.valid & ~self.mask).any(dim=1)
+        return (self.steps >= self.budget) | full
+
+    def replace_rows(self, rows: torch.Tensor, new: EnvState) -> None:
+        """Overwrite episodes ``rows`` (long ``(R,)``) with the ``R`` episodes of ``new``."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(new, f.name)
+            if f.name == "metrics":
+                for key in mine:
+                    mine[key][rows] = theirs[key]
+            elif mine is not None:
+                if theirs is None:
+                    raise ValueError(f"cannot merge states: {f.name} is missing in the new rows")
+                mine[rows] = theirs
+
+
+@dataclass
+class StepResult:
+    """What :meth:`AcquisitionCore.step` returns besides the updated state.
+
+    Attributes:
+        reward: Float32 ``(B,)``.
+        terminated: Bool ``(B,)``.
+        repeated: Bool ``(B,)``, True where the action added no line (already acquired or
+            not measured).
+    """
+
+    reward: torch.Tensor
+    terminated: torch.Tensor
+    repeated: torch.Tensor
+
+
+def centered_idft_rows(width: int, out_width: int, device: torch.device) -> torch.Tensor:
+    """Rows ``e_j`` of the centered orthonormal inverse DFT, center-cropped to ``out_width``.
+
+    ``ifft2c`` along the last axis maps a signal ``k`` to ``sum_j k[j] e_j``.
+
+    Returns:
+        Complex64 ``(width, out_width)``.
+    """
+    eye = torch.eye(width, dtype=torch.complex64, device=device)
+    rows = torch.fft.fftshift(
+        torch.fft.ifft(torch.fft.ifftshift(eye, dim=-1), dim=-1, norm="ortho"), dim=-1
+    )
+    return center_crop(rows, (width, out_width)).contiguous()
+
+
+def _readout_idft(kspace: torch.Tensor, height: int) -> torch.Tensor:
+    lines = torch.fft.fftshift(
+        torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-2), dim=-2, norm="ortho"), dim=-2
+    )
+    return center_crop(lines, (height, kspace.shape[-1])).contiguous()
+
+
+Timer = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _no_timer(section: str) -> Iterator[None]:
+    yield
+
+
+class AcquisitionCore:
+    """Batched transition functions around one reconstructor on one device.
+
+    Args:
+        reconstructor: The model (moved to ``device`` and put in eval mode).
+        reward: Reward metric, one of :data:`~activemri.envs.scenario.REWARD_METRICS`.
+        repeat_penalty: Subtracted from the reward of steps that add no line.
+        device: Where every tensor lives.
+        bf16: Run the reconstructor under bfloat16 autocast (CUDA only; ignored on CPU).
+        candidate_chunk: Most images per forward in :meth:`score_candidates`.
+    """
+
+    def __init__(
+        self,
+        reconstructor: Reconstructor,
+        reward: str = "ssim",
+        repeat_penalty: float = 0.0,
+        device: torch.device | str = "cpu",
+        bf16: bool = False,
+        candidate_chunk: int = 64,
+    ) -> None:
+        if reward not in _SIGN:
+            raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
+        if candidate_chunk < 1:
+            raise ValueError(f"candidate_chunk must be >= 1, got {candidate_chunk}")
+        self.device = torch.device(device)
+        self.reconstructor = reconstructor.to(self.device).eval()
+        self.reward = reward
+        self.repeat_penalty = float(repeat_penalty)
+        self.bf16 = bool(bf16) and self.device.type == "cuda"
+        self.candidate_chunk = int(candidate_chunk)
+        self.fast_zero_filled = type(reconstructor) is ZeroFilled
+        self.recon_size = reconstructor.recon_size
+        self._idft_rows: dict[int, torch.Tensor] = {}
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether states carry an uncertainty map."""
+        return bool(self.reconstructor.has_uncertainty)
+
+    # ----------------------------------------------------------------------------- reset
+    def reset(
+        self,
+        kspace: torch.Tensor,
+        target: torch.Tensor,
+        data_range: torch.Tensor,
+        valid: torch.Tensor,
+        mask: torch.Tensor,
+        num_low: torch.Tensor,
+        budget: torch.Tensor,
+        timer: Timer = _no_timer,
+    ) -> EnvState:
+        """Start B episodes.
+
+        Args:
+            kspace: Complex ``(B, C, H, W)``.
+            target: Float ``(B, h, w)`` at the reconstructor's size.
+            data_range: ``(B,)`` positive.
+            valid: Bool ``(B, W)`` measured lines.
+            mask: Bool ``(B, W)`` initial mask, a subset of ``valid``.
+            num_low: Long ``(B,)`` central-block sizes.
+            budget: Long ``(B,)`` steps allowed.
+            timer: Context-manager factory ``timer(section)`` for profiling.
+
+        Returns:
+            The new state.
+        """
+        self._check_reset(kspace, target, data_range, valid, mask, num_low, budget)
+        with timer("mask_fft"):
+            observed = torch.zeros_like(kspace)
+            observed = torch.where(mask[:, None, None, :], kspace, observed)
+            line_images = coil_images = None
+            if self.fast_zero_filled:
+                line_images = _readout_idft(kspace, self.recon_size[0])
+                rows = self._rows(kspace.shape[-1])
+                coil_images = (line_images * mask[:, None, None, :]) @ rows
+                initial = rss(coil_images, dim=1)
+            else:
+                initial = zero_filled(observed, mask, self.recon_size)
+            scale = initial.flatten(1).amax(dim=1).float()
+            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        state = EnvState(
+            kspace=kspace,
+            observed=observed,
+            target=target.float(),
+            data_range=data_range.float(),
+            mask=mask.clone(),
+            valid=valid,
+            num_low=num_low.long(),
+            steps=torch.zeros_like(budget, dtype=torch.long),
+            budget=budget.long(),
+            recon=initial.float(),
+            uncertainty=None,
+            metrics={},
+            score=torch.zeros_like(scale),
+            scale=scale,
+            line_images=line_images,
+            coil_images=coil_images,
+        )
+        self._reconstruct(state, timer)
+        self._score(state, timer)
+        return state
+
+    def _check_reset(
+        self,
+        kspace: torch.Tensor,
+        target: torch.Tensor,
+        data_range: torch.Tensor,
+        valid: torch.Tensor,
+        mask: torch.Tensor,
+        num_low: torch.Tensor,
+        budget: torch.Tensor,
+    ) -> None:
+        if kspace.ndim != 4 or not kspace.is_complex():
+            raise ValueError(
+                f"kspace must be complex (B, C, H, W), got {tuple(kspace.shape)} {kspace.dtype}"
+            )
+        b, _, _, w = kspace.shape
+        if tuple(target.shape) != (b, *self.recon_size):
+            raise ValueError(
+                f"target must be ({b}, {self.recon_size[0]}, {self.recon_size[1]}) to match the "
+                f"reconstructor, got {tuple(target.shape)}"
+            )
+        for name, t in (("valid", valid), ("mask", mask)):
+            if t.dtype != torch.bool or tuple(t.shape) != (b, w):
+                raise ValueError(f"{name} must be bool ({b}, {w}), got {tuple(t.shape)} {t.dtype}")
+        for name, t in (("data_range", data_range), ("num_low", num_low), ("budget", budget)):
+            if tuple(t.shape) != (b,):
+                raise ValueError(f"{name} must have shape ({b},), got {tuple(t.shape)}")
+        for t in (kspace, target, valid, mask, data_range, num_low, budget):
+            if t.device != self.device:
+                raise ValueError(f"every input must be on {self.device}, got one on {t.device}")
+
+    def _rows(self, width: int) -> torch.Tensor:
+        if width not in self._idft_rows:
+            self._idft_rows[width] = centered_idft_rows(width, self.recon_size[1], self.device)
+        return self._idft_rows[width]
+
+    # ------------------------------------------------------------------------------ step
+    def step(self, state: EnvState, actions: torch.Tensor, timer: Timer = _no_timer) -> StepResult:
+        """Acquire one line per episode, reconstruct, score; updates ``state`` in place.
+
+        An action on a line already acquired, or on a non-measured (padding) column, changes
+        nothing and costs the step: reward ``-repeat_penalty``.
+
+        Args:
+            state: The episodes (all of them step).
+            actions: Long ``(B,)`` column indices in ``[0, W)`` on the core's device (checked
+                by the env layers, which see them on the host).
+            timer: Context-manager factory ``timer(section)`` for profiling.
+
+        Returns:
+            Reward, termination and repeat flags, each ``(B,)``.
+        """
+        with timer("mask_fft"):
+            rows = torch.arange(state.batch_size, device=self.device)
+            actions = actions.to(self.device, torch.long)
+            new_line = state.valid[rows, actions] & ~state.mask[rows, actions]
+            state.mask[rows, actions] |= new_line
+            picked = state.kspace[rows, :, :, actions]
+            current = state.observed[rows, :, :, actions]
+            state.observed[rows, :, :, actions] = torch.where(
+                new_line[:, None, None], picked, current
+            )
+            if state.coil_images is not None and state.line_images is not None:
+                column = state.line_images[rows, :, :, actions] * new_line[:, None, None]
+                basis = self._rows(state.mask.shape[1])[actions]
+                state.coil_images += column[..., None] * basis[:, None, None, :]
+        previous = state.score
+        self._reconstruct(state, timer)
+        self._score(state, timer)
+        state.steps += 1
+        reward = state.score - previous - self.repeat_penalty * (~new_line).float()
+        return StepResult(reward, state.done(), ~new_line)
+
+    # ----------------------------------------------------------------------- candidates
+    @torch.no_grad()
+    def score_candidates(
+        self, state: EnvState, lines: torch.Tensor, metric: str | None = None
+    ) -> torch.Tensor:
+        """Score of every episode after acquiring each candidate line; ``state`` is untouched.
+
+        Candidates already acquired (or not measured) score the current value. Work is done
+        in chunks of at most ``candidate_chunk`` images per forward.
+
+        Args:
+            state: The episodes.
+            lines: Long ``(B, K)`` candidate columns per episode.
+            metric: Metric to report (default: the reward metric), signed so higher is better.
+
+        Returns:
+            Float ``(B, K)``.
+        """
+        metric = metric or self.reward
+        if metric not in _SIGN:
+            raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
+        b, k = lines.shape
+        if b != state.batch_size:
+            raise ValueError(f"lines must be ({state.batch_size}, K), got {tuple(lines.shape)}")
+        lines = lines.to(self.device, torch.long)
+        flat_rows = torch.arange(b, device=self.device).repeat_interleave(k)
+        flat_lines = lines.reshape(-1)
+        out = torch.empty(b * k, device=self.device)
+        for start in range(0, b * k, self.candidate_chunk):
+            rows = flat_rows[start : start + self.candidate_chunk]
+            cols = flat_lines[start : start + self.candidate_chunk]
+            new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
+            if state.coil_images is not None and state.line_images is not None:
+                column = state.line_images[rows, :, :, cols] * new_line[:, None, None]
+                basis = self._rows(state.mask.shape[1])[cols]
+                coil = state.coil_images[rows] + column[..., None] * basis[:, None, None, :]
+                image = rss(coil, dim=1).float()
+            else:
+                mask = state.mask[rows]
+                n = torch.arange(rows.numel(), device=self.device)
+                mask[n, cols] |= new_line
+                observed = state.observed[rows]
+                observed[n, :, :, cols] = torch.where(
+                    new_line[:, None, None], state.kspace[rows, :, :, cols], observed[n, :, :, cols]
+                )
+                image = self._forward(observed, mask, state.num_low[rows])[0]
+            value = _metric(metric, image, state.target[rows], state.data_range[rows])
+            out[start : start + rows.numel()] = _SIGN[metric] * value
+        return out.view(b, k)
+
+    # ------------------------------------------------------------------------- helpers
+    @torch.no_grad()
+    def _forward(
+        self, observed: torch.Tensor, mask: torch.Tensor, num_low: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.reconstructor(observed, mask, num_low_frequencies=num_low)
+        uncertainty = None if out.uncertainty is None else out.uncertainty.float()
+        return out.image.float(), uncertainty
+
+    def _reconstruct(self, state: EnvState, timer: Timer) -> None:
+        with timer("forward"):
+            if state.coil_images is not None:
+                state.recon = rss(state.coil_images, dim=1).float()
+            else:
+                state.recon, state.uncertainty = self._forward(
+                    state.observed, state.mask, state.num_low
+                )
+
+    def _score(self, state: EnvState, timer: Timer) -> None:
+        with timer("metric"), torch.no_grad():
+            recon, target, data_range = state.recon, state.target, state.data_range
+            state.metrics = {name: _metric(name, recon, target, data_range) for name in _SIGN}
+            state.score = _SIGN[self.reward] * state.metrics[self.reward]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Settings of this core (for ``repr`` and reports)."""
+        return {
+            "reconstructor": type(self.reconstructor).__name__,
+            "reward": self.reward,
+            "repeat_penalty": self.repeat_penalty,
+            "device": str(self.device),
+            "bf16": self.bf16,
+            "fast_zero_filled": self.fast_zero_filled,
+        }
+
+
+def _metric(
+    name: str, image: torch.Tensor, target: torch.Tensor, data_range: torch.Tensor
+) -> torch.Tensor:
+    if name == "ssim":
+        return metrics.ssim(image, target, data_range)
+    if name == "psnr":
+        return metrics.psnr(image, target, data_range)
+    if name == "nmse":
+        return metrics.nmse(image, target)
+    return metrics.mse(image, target)

@@ -1,0 +1,172 @@
+"""Acquisition scenarios: the initial mask and the line budget of an episode (DESIGN §2).
+
+A scenario says where an episode starts (a central block of low-frequency lines, optionally
+plus random extra lines) and how many lines the agent may add (a fixed budget, or a target
+acceleration). Named presets cover the settings of the active-acquisition literature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from activemri.masks import center_block
+
+__all__ = ["REWARD_METRICS", "SCENARIOS", "Scenario", "resolve_scenario"]
+
+REWARD_METRICS = ("ssim", "psnr", "nmse", "mse")
+"""Scores a reward can be the gain of; ``nmse`` and ``mse`` are negated so higher is better."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How an episode starts and how long it lasts.
+
+    Exactly one of ``initial_lines`` / ``center_fraction`` sets the central (ACS) block, and
+    at most one of ``budget`` / ``acceleration`` sets the episode length (neither: until every
+    measured line is acquired).
+
+    Attributes:
+        initial_lines: Central phase-encode lines acquired at the start; the block starts at
+            ``(W - n + 1) // 2`` (fastMRI) and is restricted to measured columns.
+        center_fraction: Alternative to ``initial_lines``: ``round(fraction * measured)``.
+        extra_random_lines: Further lines drawn uniformly from the measured non-central
+            columns with the episode's generator.
+        budget: Lines the agent may add (steps per episode).
+        acceleration: Alternative to ``budget``: the episode ends at
+            ``round(measured / acceleration)`` acquired lines.
+        reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`.
+        repeat_penalty: Subtracted from the reward of a step that adds no line (a repeated or
+            non-measured line).
+    """
+
+    initial_lines: int | None = None
+    center_fraction: float | None = None
+    extra_random_lines: int = 0
+    budget: int | None = None
+    acceleration: float | None = None
+    reward: str = "ssim"
+    repeat_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if (self.initial_lines is None) == (self.center_fraction is None):
+            raise ValueError("a scenario sets exactly one of initial_lines and center_fraction")
+        if self.initial_lines is not None and self.initial_lines < 0:
+            raise ValueError(f"initial_lines must be >= 0, got {self.initial_lines}")
+        if self.center_fraction is not None and not 0.0 <= self.center_fraction <= 1.0:
+            raise ValueError(f"center_fraction must be in [0, 1], got {self.center_fraction}")
+        if self.extra_random_lines < 0:
+            raise ValueError(f"extra_random_lines must be >= 0, got {self.extra_random_lines}")
+        if self.budget is not None and self.acceleration is not None:
+            raise ValueError("a scenario sets at most one of budget and acceleration")
+        if self.budget is not None and self.budget < 1:
+            raise ValueError(f"budget must be >= 1, got {self.budget}")
+        if self.acceleration is not None and self.acceleration < 1.0:
+            raise ValueError(f"acceleration must be >= 1, got {self.acceleration}")
+        if self.reward not in REWARD_METRICS:
+            raise ValueError(f"reward must be one of {REWARD_METRICS}, got {self.reward!r}")
+        if not np.isfinite(self.repeat_penalty):
+            raise ValueError(f"repeat_penalty must be finite, got {self.repeat_penalty}")
+
+    def num_central(self, num_valid: int) -> int:
+        """Size of the central block for ``num_valid`` measured lines."""
+        if self.initial_lines is not None:
+            return min(self.initial_lines, num_valid)
+        return min(num_valid, round(float(self.center_fraction or 0.0) * num_valid))
+
+    def initial_mask(self, valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Draw an episode's initial mask.
+
+        Args:
+            valid: Bool ``(W,)``, True for measured columns.
+            rng: The episode's generator (used only for ``extra_random_lines``).
+
+        Returns:
+            ``(mask (W,) bool, num_low_frequencies)``: the mask is a subset of ``valid``;
+            ``num_low_frequencies`` is the size of the central block, for ACS-based models.
+        """
+        width = valid.shape[0]
+        n_central = self.num_central(int(valid.sum()))
+        mask = center_block(width, n_central) & valid
+        if self.extra_random_lines:
+            free = np.flatnonzero(valid & ~mask)
+            take = min(self.extra_random_lines, free.size)
+            mask[rng.choice(free, size=take, replace=False)] = True
+        return mask, n_central
+
+    def episode_budget(self, valid: np.ndarray, mask: np.ndarray) -> int:
+        """Steps of an episode starting from ``mask`` (at least 1 while a line is missing)."""
+        missing = int((valid & ~mask).sum())
+        if self.budget is not None:
+            steps = self.budget
+        elif self.acceleration is not None:
+            steps = round(int(valid.sum()) / self.acceleration) - int(mask.sum())
+        else:
+            steps = missing
+        return max(1, min(steps, missing)) if missing else 0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    # Pineda et al. MICCAI 2020 on 368-wide knee k-space: both end at 100 lines.
+    "miccai-30l": Scenario(initial_lines=30, budget=70),
+    "miccai-2l": Scenario(initial_lines=2, budget=98),
+    # fastMRI's center fractions for 4x / 8x; the agent fills the rest of the line budget.
+    "4x": Scenario(center_fraction=0.08, acceleration=4.0),
+    "8x": Scenario(center_fraction=0.04, acceleration=8.0),
+    # Built-in default data (128 lines): 10 ACS lines, ends at 32 lines (4x).
+    "builtin-4x": Scenario(initial_lines=10, budget=22),
+}
+"""Named scenarios, selectable by name in presets and ``gymnasium.make(..., scenario=NAME)``."""
+
+_FIELDS = {f.name for f in fields(Scenario)}
+
+
+def resolve_scenario(spec: str | Mapping[str, Any] | Scenario, **overrides: Any) -> Scenario:
+    """Build a :class:`Scenario` from a name in :data:`SCENARIOS`, a mapping or a scenario.
+
+    Args:
+        spec: The scenario; a mapping may name a ``base`` scenario and override its fields.
+        **overrides: Field values that replace the spec's. Setting ``initial_lines`` clears
+            ``center_fraction`` (and vice versa), and likewise ``budget`` / ``acceleration``.
+
+    Raises:
+        ValueError: For an unknown name or field.
+    """
+    if isinstance(spec, Scenario):
+        base = spec
+    elif isinstance(spec, str):
+        if spec not in SCENARIOS:
+            raise ValueError(f"unknown scenario {spec!r}; choose from {sorted(SCENARIOS)}")
+        base = SCENARIOS[spec]
+    elif isinstance(spec, Mapping):
+        values = dict(spec)
+        name = values.pop("base", None)
+        if name is None:
+            return _with(Scenario(**_check_fields(values)), overrides)
+        return resolve_scenario(str(name), **{**values, **overrides})
+    else:
+        raise TypeError(f"a scenario is a name, a mapping or a Scenario, got {type(spec)}")
+    return _with(base, overrides)
+
+
+def _check_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown scenario fields {sorted(unknown)}; allowed {sorted(_FIELDS)}")
+    return dict(values)
+
+
+def _with(base: Scenario, overrides: Mapping[str, Any]) -> Scenario:
+    changes = _check_fields(overrides)
+    if "initial_lines" in changes and "center_fraction" not in changes:
+        changes["center_fraction"] = None
+    if "center_fraction" in changes and "initial_lines" not in changes:
+        changes["initial_lines"] = None
+    if "budget" in changes and "acceleration" not in changes:
+        changes["acceleration"] = None
+    if "acceleration" in changes and "budget" not in changes:
+        changes["budget"] = None
+    return replace(base, **changes) if changes else base

@@ -1,0 +1,207 @@
+import copy
+
+import pytest
+import torch
+from env_helpers import BlurredZeroFilled
+
+from activemri.envs.core import AcquisitionCore, centered_idft_rows
+from activemri.kspace import ifft2c, zero_filled
+from activemri.recon_models import UnetReconstructor, ZeroFilled
+
+B, C, H, W, h, w = 3, 2, 37, 31, 20, 17
+
+
+class GenericZeroFilled(ZeroFilled):
+    """Same maths as ZeroFilled but takes the core's generic (forward every step) path."""
+
+
+def _inputs(device, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    k = torch.randn(B, C, H, W, dtype=torch.complex64, generator=gen).to(device)
+    target = torch.rand(B, h, w, generator=gen).to(device)
+    valid = torch.ones(B, W, dtype=torch.bool, device=device)
+    valid[:, :2] = False
+    valid[:, -1] = False
+    mask = torch.zeros(B, W, dtype=torch.bool, device=device)
+    mask[:, 14:17] = True
+    return k, target, torch.ones(B, device=device), valid, mask
+
+
+def _reset(core, device, budget=8, seed=0):
+    k, target, dr, valid, mask = _inputs(device, seed)
+    num_low = torch.full((B,), 3, device=device)
+    return core.reset(k, target, dr, valid, mask, num_low, torch.full((B,), budget, device=device))
+
+
+def test_idft_rows_reproduce_ifft2c():
+    x = torch.randn(5, 9, 31, dtype=torch.complex64)
+    readout = torch.fft.fftshift(
+        torch.fft.ifft(torch.fft.ifftshift(x, dim=-2), dim=-2, norm="ortho"), dim=-2
+    )
+    assert torch.allclose(
+        readout @ centered_idft_rows(31, 31, torch.device("cpu")), ifft2c(x), atol=1e-5
+    )
+
+
+def test_fast_zero_filled_path_matches_full_reconstruction(device):
+    fast, slow = (
+        AcquisitionCore(ZeroFilled((h, w)), device=device),
+        AcquisitionCore(GenericZeroFilled((h, w)), device=device),
+    )
+    assert fast.fast_zero_filled and not slow.fast_zero_filled
+    sf, ss = _reset(fast, device), _reset(slow, device)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(8):
+        a = torch.randint(0, W, (B,), generator=gen).to(device)
+        rf, rs = fast.step(sf, a), slow.step(ss, a)
+        assert torch.equal(rf.repeated, rs.repeated)
+        torch.testing.assert_close(rf.reward, rs.reward, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        sf.recon, zero_filled(sf.kspace, sf.mask, (h, w)), atol=2e-6, rtol=1e-5
+    )
+    torch.testing.assert_close(sf.recon, ss.recon, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "model", [ZeroFilled((h, w)), GenericZeroFilled((h, w)), BlurredZeroFilled((h, w))]
+)
+def test_rewards_telescope_masks_grow_budget_terminates(model, device):
+    core = AcquisitionCore(model, device=device)
+    state = _reset(core, device, budget=5)
+    initial = state.score.clone()
+    total = torch.zeros(B, device=device)
+    previous = state.mask.clone()
+    gen = torch.Generator().manual_seed(2)
+    for t in range(5):
+        result = core.step(state, torch.randint(0, W, (B,), generator=gen).to(device))
+        total += result.reward
+        assert (state.mask | previous).equal(state.mask)  # only grows
+        assert not (state.mask & ~state.valid).any()  # padding never acquired
+        previous = state.mask.clone()
+        assert result.terminated.all() == (t == 4)
+    torch.testing.assert_close(total, state.score - initial, atol=1e-5, rtol=0)
+
+
+def test_repeated_and_padding_actions_change_nothing(device):
+    core = AcquisitionCore(GenericZeroFilled((h, w)), repeat_penalty=0.25, device=device)
+    state = _reset(core, device)
+    before = copy.deepcopy(state)
+    actions = torch.tensor([15, 0, W - 1], device=device)  # acquired, padding, padding
+    result = core.step(state, actions)
+    assert result.repeated.all()
+    torch.testing.assert_close(result.reward, torch.full((B,), -0.25, device=device))
+    assert torch.equal(state.mask, before.mask) and torch.equal(state.observed, before.observed)
+    assert torch.equal(state.recon, before.recon) and state.steps.tolist() == [1, 1, 1]
+
+
+def test_observed_kspace_has_exact_positive_zeros(device):
+    core = AcquisitionCore(ZeroFilled((h, w)), device=device)
+    state = _reset(core, device)
+    state.kspace[..., 20] = torch.complex(torch.tensor(-0.0), torch.tensor(-0.0))
+    core.step(state, torch.full((B,), 21, device=device))
+    unseen = state.observed.permute(0, 3, 1, 2)[~state.mask]
+    assert torch.equal(torch.view_as_real(unseen), torch.zeros_like(torch.view_as_real(unseen)))
+    assert not torch.signbit(torch.view_as_real(unseen)).any()
+
+
+@pytest.mark.parametrize("model", [ZeroFilled((h, w)), BlurredZeroFilled((h, w))])
+def test_unacquired_kspace_does_not_leak(model, device):
+    """Perturbing lines never acquired changes no reconstruction, uncertainty or reward."""
+    actions = [torch.tensor([5, 6, 7]), torch.tensor([20, 21, 22]), torch.tensor([6, 9, 25])]
+    runs = []
+    for perturb in (False, True):
+        core = AcquisitionCore(model, device=device)
+        k, target, dr, valid, mask = _inputs(device)
+        final = mask.clone()
+        for a in actions:
+            final[torch.arange(B), a.to(device)] = True
+        if perturb:
+            noise = 1e3 * torch.randn(
+                k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(9)
+            ).to(device)
+            k = torch.where(final[:, None, None, :], k, noise)
+        state = core.reset(
+            k,
+            target,
+            dr,
+            valid,
+            mask,
+            torch.full((B,), 3, device=device),
+            torch.full((B,), 9, device=device),
+        )
+        trace = [
+            (
+                state.recon.clone(),
+                None if state.uncertainty is None else state.uncertainty.clone(),
+                state.scale.clone(),
+            )
+        ]
+        for a in actions:
+            result = core.step(state, a.to(device))
+            trace.append((state.recon.clone(), state.uncertainty, result.reward.clone()))
+        runs.append(trace)
+    for (r0, u0, x0), (r1, u1, x1) in zip(*runs, strict=True):
+        assert torch.equal(r0, r1) and torch.equal(x0, x1)
+        assert (u0 is None and u1 is None) or torch.equal(u0, u1)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [ZeroFilled((h, w)), UnetReconstructor((h, w), chans=4, num_pool_layers=1, uncertainty=True)],
+)
+def test_score_candidates_matches_stepping_without_mutating(model, device):
+    core = AcquisitionCore(model, device=device, candidate_chunk=4)
+    state = _reset(core, device)
+    core.step(state, torch.tensor([3, 20, 25], device=device))
+    snapshot = copy.deepcopy(state)
+    lines = torch.tensor([[4, 15, 0, 10], [3, 12, 29, 30], [20, 2, 8, 25]], device=device)
+    scores = core.score_candidates(state, lines)
+    for name in ("mask", "observed", "recon", "score", "steps"):
+        assert torch.equal(getattr(state, name), getattr(snapshot, name))
+    for j in range(lines.shape[1]):
+        trial = copy.deepcopy(snapshot)
+        core.step(trial, lines[:, j])
+        torch.testing.assert_close(scores[:, j], trial.score, atol=1e-5, rtol=0)
+    assert core.score_candidates(state, lines, metric="psnr").shape == (B, 4)
+
+
+def test_replace_rows_and_input_checks(device):
+    core = AcquisitionCore(ZeroFilled((h, w)), device=device)
+    state, other = _reset(core, device, seed=0), _reset(core, device, seed=1)
+    state.replace_rows(
+        torch.tensor([1], device=device),
+        AcquisitionCore(ZeroFilled((h, w)), device=device).reset(
+            other.kspace[1:2],
+            other.target[1:2],
+            other.data_range[1:2],
+            other.valid[1:2],
+            other.mask[1:2],
+            other.num_low[1:2],
+            other.budget[1:2],
+        ),
+    )
+    assert torch.equal(state.kspace[1], other.kspace[1]) and torch.equal(
+        state.recon[1], other.recon[1]
+    )
+    assert not torch.equal(state.kspace[0], other.kspace[0])
+    k, target, dr, valid, mask = _inputs(device)
+    with pytest.raises(ValueError, match="target must be"):
+        core.reset(
+            k,
+            target[:, :5],
+            dr,
+            valid,
+            mask,
+            torch.full((B,), 3, device=device),
+            torch.full((B,), 3, device=device),
+        )
+    with pytest.raises(ValueError, match="mask must be bool"):
+        core.reset(
+            k,
+            target,
+            dr,
+            valid,
+            mask.int(),
+            torch.full((B,), 3, device=device),
+            torch.full((B,), 3, device=device),
+        )

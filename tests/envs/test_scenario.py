@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from activemri.envs.scenario import SCENARIOS, Scenario, resolve_scenario
+
+
+def test_initial_mask_is_central_block_within_measured_lines():
+    valid = np.zeros(36, dtype=bool)
+    valid[2:34] = True
+    mask, num_low = Scenario(initial_lines=4).initial_mask(valid, np.random.default_rng(0))
+    assert num_low == 4
+    assert np.flatnonzero(mask).tolist() == [16, 17, 18, 19]  # starts at (W - n + 1) // 2
+    assert not (mask & ~valid).any()
+
+
+def test_extra_random_lines_are_seeded_and_measured():
+    valid = np.ones(31, dtype=bool)
+    valid[:3] = False
+    scenario = Scenario(initial_lines=5, extra_random_lines=6)
+    a, _ = scenario.initial_mask(valid, np.random.default_rng(7))
+    b, _ = scenario.initial_mask(valid, np.random.default_rng(7))
+    c, _ = scenario.initial_mask(valid, np.random.default_rng(8))
+    assert a.sum() == 11 and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert not (a & ~valid).any()
+
+
+def test_center_fraction_and_acceleration_budget():
+    valid = np.ones(368, dtype=bool)
+    valid[:17] = valid[-17:] = False
+    scenario = SCENARIOS["4x"]
+    mask, num_low = scenario.initial_mask(valid, np.random.default_rng(0))
+    assert num_low == round(0.08 * 334) == mask.sum()
+    assert mask.sum() + scenario.episode_budget(valid, mask) == round(334 / 4)
+
+
+def test_miccai_scenarios_end_at_100_lines():
+    valid = np.ones(368, dtype=bool)
+    for name, start in (("miccai-30l", 30), ("miccai-2l", 2)):
+        scenario = SCENARIOS[name]
+        mask, _ = scenario.initial_mask(valid, np.random.default_rng(0))
+        assert mask.sum() == start
+        assert mask.sum() + scenario.episode_budget(valid, mask) == 100
+
+
+def test_budget_is_capped_by_missing_lines():
+    valid = np.ones(8, dtype=bool)
+    scenario = Scenario(initial_lines=6, budget=50)
+    mask, _ = scenario.initial_mask(valid, np.random.default_rng(0))
+    assert scenario.episode_budget(valid, mask) == 2
+    assert Scenario(initial_lines=8).episode_budget(valid, np.ones(8, dtype=bool)) == 0
+
+
+def test_resolve_overrides_clear_the_alternative_field():
+    s = resolve_scenario("4x", initial_lines=10, budget=5)
+    assert s.initial_lines == 10 and s.center_fraction is None
+    assert s.budget == 5 and s.acceleration is None
+    assert resolve_scenario({"base": "miccai-2l", "reward": "psnr"}).reward == "psnr"
+    assert resolve_scenario({"initial_lines": 3, "budget": 2}) == Scenario(
+        initial_lines=3, budget=2
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("nope", "unknown scenario"),
+        ({"initial_lines": 3, "bogus": 1}, "unknown scenario fields"),
+        ({"initial_lines": 3, "center_fraction": 0.1}, "exactly one"),
+        ({"initial_lines": 3, "reward": "l1"}, "reward must be"),
+        ({"initial_lines": 3, "budget": 0}, "budget must be"),
+    ],
+)
+def test_invalid_scenarios_are_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_scenario(spec)
