@@ -1,0 +1,252 @@
+"""``activemri bench``: env step time, its breakdown, the bare forward, and the reference ratio.
+
+For each device, data size, reconstructor and batch size B, the vector env is reset and
+stepped through its torch-native API with random valid actions; the reset of all B episodes
+is timed too and amortized over the episode length, so a step's time is what an episode
+costs per step. Each step is split into ``data`` (reading slices, initial masks),
+``mask_fft`` (mask and observed k-space update, incremental zero-filled image), ``forward``
+(the reconstructor), ``metric`` (SSIM, PSNR, NMSE, MSE) and ``other`` (observations, info,
+bookkeeping). The *bare forward* is
+the reconstructor alone on the same batch; ``step/bare`` is the overhead ratio. The
+reference is ``benchmarks/reference_pipeline.py`` (per-image NumPy inverse FFT and
+scikit-image metrics, the prior-art env step) on the same batch, when available.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import resource
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from activemri.envs.vector import ActiveMRIVectorEnv
+from activemri.recon_models.base import Reconstructor
+
+__all__ = ["SIZES", "BenchResult", "bench_env", "load_reference", "run_bench"]
+
+SIZES: dict[str, dict[str, Any]] = {
+    "builtin": {"data": "builtin:default", "scenario": "builtin-4x", "unet": "default"},
+    "knee": {"data": "builtin:knee", "scenario": "miccai-30l", "unet": "knee"},
+}
+"""Benchmarked data sizes: built-in 128x128, and knee-like 640x368 k-space / 320x320 images."""
+
+SECTIONS = ("data", "mask_fft", "forward", "metric")
+
+
+@dataclass
+class BenchResult:
+    """Figures of one configuration (times in milliseconds per env step)."""
+
+    device: str
+    size: str
+    reconstructor: str
+    batch_size: int
+    step_ms: float
+    sections_ms: dict[str, float] = field(default_factory=dict)
+    bare_forward_ms: float = float("nan")
+    steps_per_s: float = 0.0
+    peak_memory_mb: float = float("nan")
+    reference_ms: float | None = None
+
+    @property
+    def overhead_ratio(self) -> float:
+        """Env step over bare forward."""
+        return self.step_ms / self.bare_forward_ms
+
+    def row(self) -> str:
+        """One line of the printed table."""
+        parts = " ".join(f"{self.sections_ms.get(s, 0.0):8.2f}" for s in (*SECTIONS, "other"))
+        ref = (
+            ""
+            if self.reference_ms is None
+            else (f" {self.reference_ms:9.1f} {self.reference_ms / self.step_ms:6.2f}x")
+        )
+        return (
+            f"{self.device:<5} {self.size:<8} {self.reconstructor:<11} {self.batch_size:>4} "
+            f"{self.step_ms:8.2f} {parts} {self.steps_per_s:9.0f} {self.bare_forward_ms:8.2f} "
+            f"{self.overhead_ratio:6.3f} {self.peak_memory_mb:8.0f}{ref}"
+        )
+
+
+HEADER = (
+    f"{'dev':<5} {'data':<8} {'recon':<11} {'B':>4} {'step_ms':>8} {'data':>8} {'mask_fft':>8} "
+    f"{'forward':>8} {'metric':>8} {'other':>8} {'steps/s':>9} {'bare_ms':>8} {'ratio':>6} "
+    f"{'peak_MB':>8} {'ref_ms':>9} {'ref/step':>7}"
+)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SectionTimer:
+    """``timer(section)`` context: wall time per section, synchronizing CUDA around it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, section: str) -> Iterator[None]:
+        _sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self.device)
+            self.totals[section] += time.perf_counter() - start
+
+
+def load_reference() -> Callable[..., float] | None:
+    """``time_reference`` from the checkout's ``benchmarks/reference_pipeline.py``, if usable."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_pipeline.py"
+    if not path.is_file() or importlib.util.find_spec("skimage") is None:
+        return None
+    spec = importlib.util.spec_from_file_location("activemri_reference_pipeline", path)
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fn: Callable[..., float] = module.time_reference
+    return fn
+
+
+def _unet(size: str, device: torch.device) -> Reconstructor:
+    from activemri.recon_models import load_default
+    from activemri.recon_models.unet import UnetReconstructor
+
+    if size == "default":
+        return load_default(map_location=str(device))
+    # No trained knee model ships; timing does not depend on the weights.
+    return UnetReconstructor((320, 320), chans=32, num_pool_layers=4, uncertainty=True).to(device)
+
+
+def _random_valid(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    weights = masks.float() + 1e-12
+    return torch.multinomial(weights, 1, generator=gen).squeeze(1)
+
+
+def bench_env(
+    size: str,
+    recon: str,
+    batch_size: int,
+    device: torch.device,
+    steps: int = 20,
+    reference: Callable[..., float] | None = None,
+) -> BenchResult:
+    """Time one configuration (see the module docstring)."""
+    spec = SIZES[size]
+    model: Reconstructor | str = (
+        "zero_filled" if recon == "zero_filled" else _unet(spec["unet"], device)
+    )
+    venv = ActiveMRIVectorEnv(
+        batch_size,
+        preset={"data": spec["data"], "split": None, "scenario": spec["scenario"]},
+        reconstructor=model,
+        device=str(device),
+    )
+    gen = torch.Generator(device=device).manual_seed(0)
+    venv.torch_reset(seed=0)  # warm-up: first reads, allocator, kernels
+    venv.torch_step(_random_valid(venv.torch_action_masks(), gen), check=False)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    reset_timer = SectionTimer(device)
+    with reset_timer("reset"):
+        venv.torch_reset(seed=1, timer=reset_timer)
+    episode = int(venv.sim.require_state().budget.min().item())
+    steps = max(1, min(steps, episode - 1))  # stay inside the episode: resets are amortized
+    timer = SectionTimer(device)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        venv.torch_step(_random_valid(venv.torch_action_masks(), gen), check=False, timer=timer)
+    _sync(device)
+    state = venv.sim.require_state()
+    resets = reset_timer.totals
+    step_ms = 1e3 * ((time.perf_counter() - start) / steps + resets["reset"] / episode)
+    sections = {
+        s: 1e3 * (timer.totals.get(s, 0.0) / steps + resets.get(s, 0.0) / episode) for s in SECTIONS
+    }
+    sections["other"] = step_ms - sum(sections.values())
+
+    reps = max(3, steps // 2)
+    with torch.no_grad():
+        venv.core.reconstructor(state.observed, state.mask, num_low_frequencies=state.num_low)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(reps):
+            venv.core.reconstructor(state.observed, state.mask, num_low_frequencies=state.num_low)
+        _sync(device)
+    bare_ms = 1e3 * (time.perf_counter() - start) / reps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    ref_ms = None
+    if reference is not None and recon == "zero_filled":
+        ref_ms = 1e3 * reference(
+            state.kspace.cpu().numpy(),
+            state.mask.cpu().numpy(),
+            state.target.cpu().numpy(),
+            state.data_range.cpu().numpy(),
+        )
+    return BenchResult(
+        device=device.type,
+        size=size,
+        reconstructor=recon,
+        batch_size=batch_size,
+        step_ms=step_ms,
+        sections_ms=sections,
+        bare_forward_ms=bare_ms,
+        steps_per_s=batch_size * 1e3 / step_ms,
+        peak_memory_mb=peak,
+        reference_ms=ref_ms,
+    )
+
+
+def run_bench(
+    devices: list[str],
+    sizes: list[str],
+    reconstructors: list[str],
+    batch_sizes: list[int],
+    steps: int = 20,
+    reference: bool = True,
+    echo: Callable[[str], None] = print,
+    full: bool = False,
+) -> list[BenchResult]:
+    """Run every combination and print a table; returns the results.
+
+    The knee-size U-Net (32 channels, 4 levels, 320x320) is skipped on CPU unless ``full``:
+    one forward of 64 images takes over a minute there.
+    """
+    ref = load_reference() if reference else None
+    if reference and ref is None:
+        echo("note: reference pipeline unavailable (needs the checkout's benchmarks/ and "
+             "scikit-image); ratios are left out")  # fmt: skip
+    torch.manual_seed(0)
+    echo(HEADER)
+    results = []
+    for dev in devices:
+        device = torch.device(dev)
+        for size in sizes:
+            for recon in reconstructors:
+                if dev == "cpu" and size == "knee" and recon == "unet" and not full:
+                    echo("(knee-size U-Net on CPU skipped; --full runs it)")
+                    continue
+                for b in batch_sizes:
+                    result = bench_env(size, recon, b, device, steps, ref if dev == "cpu" else None)
+                    results.append(result)
+                    echo(result.row())
+    echo("times in ms per env step (B episodes); ratio = step / bare forward; ref/step = "
+         "reference pipeline time / env step time (zero-filled, CPU)")  # fmt: skip
+    return results

@@ -1,0 +1,306 @@
+"""Environment configuration: YAML presets in ``envs/``, overrides, and what they build.
+
+An env preset is a YAML mapping of :class:`EnvConfig` fields (see ``envs/README.md``).
+``gymnasium.make(id, **overrides)`` reads the id's preset and applies the keyword overrides:
+any :class:`EnvConfig` field, ``data_root`` (alias of ``data``), or a
+:class:`~activemri.envs.scenario.Scenario` field (``budget=``, ``initial_lines=``, ...),
+which changes just that field of the preset's scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from activemri.data import SliceDataset, ensure_builtin
+from activemri.envs.scenario import Scenario, resolve_scenario
+from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.registry import (
+    BUILTIN,
+    build_reconstructor,
+    load_preset,
+    reconstructor_from_preset,
+)
+
+__all__ = [
+    "EnvConfig",
+    "EnvDataWarning",
+    "build_dataset",
+    "build_reconstructor_for_env",
+    "load_env_config",
+    "preset_dir",
+    "resolve_device",
+]
+
+BUILTIN_PREFIX = "builtin:"
+_SCENARIO_FIELDS = {f.name for f in fields(Scenario)}
+_ORDERS = ("shuffle", "sequential")
+
+
+class EnvDataWarning(UserWarning):
+    """Slices were left out of an environment's data (shape mismatch)."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything an activemri environment is built from.
+
+    Attributes:
+        data: ``"builtin:NAME"`` (a built-in data set, generated and cached on first use)
+            or a folder (or file) of fastMRI h5 volumes. ``None`` in presets that need the
+            user's data (``data_root=`` in ``gymnasium.make``).
+        split: ``"train"``, ``"val"``, ``"test"`` (seeded volume-level split), or ``None`` for
+            every volume.
+        split_seed: Seed of the split.
+        acquisitions: Keep only these ``acquisition`` attributes (e.g. ``["CORPD_FBK"]``).
+        kspace_width: Keep only volumes of this k-space width (fastMRI knee: 368 or 372).
+        reconstructor: A reconstructor preset (``.yaml``; relative paths are relative to the
+            env preset), a checkpoint (``.pt``), a registry name (``zero_filled``, ...), a
+            ``module:Class`` path, or a :class:`~activemri.recon_models.Reconstructor`.
+        reconstructor_config: Constructor arguments when ``reconstructor`` names a class
+            (``recon_size`` is taken from the data).
+        trust_class_path: Allow a checkpoint of a non-built-in class (imports its module).
+        scenario: Initial mask, budget and reward (a name, mapping or scenario).
+        order: ``"shuffle"`` (each pass a new permutation from the env's ``np_random``,
+            looping forever) or ``"sequential"`` (dataset order, one pass after another).
+            ``None``: shuffle for ``split="train"``, sequential otherwise.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        bf16: Run the reconstructor under bfloat16 autocast on CUDA.
+        observe_kspace: Add the observed k-space (real/imag channels) to observations.
+        candidate_chunk: Most images per forward when scoring candidate lines.
+        builtin_seed: Seed of built-in data.
+        cache_dir: Cache root of built-in data (default ``$ACTIVEMRI_CACHE`` or
+            ``~/.cache/activemri``).
+        id: The registered id this configuration belongs to, if any.
+        description: One line about the preset.
+        source: The YAML file read, if any.
+    """
+
+    data: str | None = "builtin:default"
+    split: str | None = "train"
+    split_seed: int = 0
+    acquisitions: tuple[str, ...] | None = None
+    kspace_width: int | None = None
+    reconstructor: str | Reconstructor = "zero_filled"
+    reconstructor_config: Mapping[str, Any] = field(default_factory=dict)
+    trust_class_path: bool = False
+    scenario: Scenario = field(default_factory=lambda: resolve_scenario("builtin-4x"))
+    order: str | None = None
+    device: str = "auto"
+    bf16: bool = False
+    observe_kspace: bool = False
+    candidate_chunk: int = 64
+    builtin_seed: int = 0
+    cache_dir: str | None = None
+    id: str | None = None
+    description: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.order is not None and self.order not in _ORDERS:
+            raise ValueError(f"order must be one of {_ORDERS} or None, got {self.order!r}")
+        if self.candidate_chunk < 1:
+            raise ValueError(f"candidate_chunk must be >= 1, got {self.candidate_chunk}")
+
+    @property
+    def resolved_order(self) -> str:
+        """The slice order actually used."""
+        if self.order is not None:
+            return self.order
+        return "shuffle" if self.split == "train" else "sequential"
+
+
+def preset_dir() -> Path:
+    """The folder of env presets: ``$ACTIVEMRI_ENV_PRESETS`` or ``envs/`` of the checkout."""
+    env = os.environ.get("ACTIVEMRI_ENV_PRESETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "envs"
+
+
+def _read_preset(preset: str | Path) -> tuple[dict[str, Any], Path]:
+    path = Path(preset)
+    if path.suffix not in (".yaml", ".yml"):
+        path = preset_dir() / f"{preset}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"env preset {path} does not exist (presets live in {preset_dir()}; set "
+            "ACTIVEMRI_ENV_PRESETS to use another folder)"
+        )
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an env preset is a mapping of EnvConfig fields")
+    return data, path
+
+
+def load_env_config(
+    preset: str | Path | Mapping[str, Any] | None = None, **overrides: Any
+) -> EnvConfig:
+    """Read an env preset and apply overrides.
+
+    Args:
+        preset: A preset name (``builtin-v0`` for ``envs/builtin-v0.yaml``), a YAML path, a
+            mapping of fields, or ``None`` for the defaults.
+        **overrides: :class:`EnvConfig` fields, ``data_root``, or scenario fields.
+
+    Returns:
+        The configuration.
+
+    Raises:
+        FileNotFoundError: If the preset file does not exist.
+        ValueError: For unknown keys or invalid values.
+    """
+    values: dict[str, Any] = {}
+    source: Path | None = None
+    if isinstance(preset, Mapping):
+        values = dict(preset)
+    elif preset is not None:
+        values, source = _read_preset(preset)
+    if "data_root" in overrides:
+        overrides["data"] = overrides.pop("data_root")
+    scenario_changes = {k: overrides.pop(k) for k in list(overrides) if k in _SCENARIO_FIELDS}
+    values.update(overrides)
+
+    allowed = {f.name for f in fields(EnvConfig)} - {"source"}
+    unknown = set(values) - allowed
+    if unknown:
+        where = source or "env config"
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+    scenario = values.pop("scenario", None)
+    values["scenario"] = resolve_scenario(
+        scenario if scenario is not None else "builtin-4x", **scenario_changes
+    )
+    recon = values.get("reconstructor")
+    if source is not None and isinstance(recon, str) and recon.endswith((".yaml", ".yml", ".pt")):
+        relative = source.parent / recon
+        if not Path(recon).is_absolute() and relative.exists():
+            values["reconstructor"] = str(relative.resolve())
+    if values.get("acquisitions") is not None:
+        values["acquisitions"] = tuple(str(a) for a in values["acquisitions"])
+    if values.get("data") is not None:
+        values["data"] = str(values["data"])
+    return EnvConfig(source=source, **values)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; other strings are checked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
+    """Open the configured slices and keep those of one shape.
+
+    Returns:
+        The dataset and the indices of the slices episodes draw from (all of one k-space
+        shape and target size; if several shapes exist, the most common one is kept and an
+        :class:`EnvDataWarning` says how many slices were left out).
+
+    Raises:
+        ValueError: If no data is configured or the volumes have no targets.
+    """
+    if config.data is None:
+        raise ValueError(
+            f"{config.id or 'this environment'} needs fastMRI data: pass data_root='/path/to/"
+            "h5/folder' (e.g. gymnasium.make(id, data_root=...))"
+        )
+    if config.data.startswith(BUILTIN_PREFIX):
+        root = ensure_builtin(
+            config.data[len(BUILTIN_PREFIX) :], seed=config.builtin_seed, cache_dir=config.cache_dir
+        )
+    else:
+        root = Path(config.data).expanduser()
+    dataset = SliceDataset(
+        root,
+        split=config.split,
+        split_seed=config.split_seed,
+        acquisitions=config.acquisitions,
+        kspace_widths=None if config.kspace_width is None else [config.kspace_width],
+    )
+    missing = [v.path.name for v in dataset.volumes if v.target_key is None]
+    if missing:
+        raise ValueError(
+            f"the environment needs fully sampled targets; {len(missing)} volume(s) have none "
+            f"(e.g. {missing[0]}): test-set files cannot be used"
+        )
+    shapes = [
+        (dataset.slice_shape(i), dataset.slice_meta(i).recon_size) for i in range(len(dataset))
+    ]
+    counts = Counter(shapes)
+    keep, _ = counts.most_common(1)[0]
+    indices = [i for i, s in enumerate(shapes) if s == keep]
+    if len(counts) > 1:
+        warnings.warn(
+            f"{root}: slices have {len(counts)} different shapes; keeping the "
+            f"{len(indices)} slices of k-space {keep[0]} / target {keep[1]} and leaving out "
+            f"{len(shapes) - len(indices)} (set kspace_width= to choose)",
+            EnvDataWarning,
+            stacklevel=2,
+        )
+    return dataset, indices
+
+
+def build_reconstructor_for_env(
+    config: EnvConfig, recon_size: tuple[int, int], device: torch.device
+) -> Reconstructor:
+    """The configured reconstructor, checked against the data's reconstruction size.
+
+    Raises:
+        ValueError: For a trained model without a checkpoint, or a size mismatch.
+    """
+    spec = config.reconstructor
+    if isinstance(spec, Reconstructor):
+        model = spec
+    elif spec.endswith((".yaml", ".yml")):
+        preset = load_preset(spec)
+        if preset.checkpoint is None and preset.model in ("unet", "varnet"):
+            raise ValueError(
+                f"reconstructor preset {spec} has no checkpoint: an untrained {preset.model} "
+                "would make rewards meaningless (train it with `activemri recon train` and set "
+                "reconstructor= to the checkpoint)"
+            )
+        model = reconstructor_from_preset(preset, map_location=device)
+    elif spec.endswith((".pt", ".pth")):
+        model = Reconstructor.load(
+            spec, map_location=device, trust_class_path=config.trust_class_path
+        )
+    else:
+        if spec in ("unet", "varnet"):
+            raise ValueError(
+                f"reconstructor={spec!r} would be untrained; pass a checkpoint (.pt) or a preset"
+            )
+        if spec not in BUILTIN and ":" not in spec:
+            raise ValueError(
+                f"reconstructor {spec!r} is not a preset (.yaml), a checkpoint (.pt), one of "
+                f"{sorted(BUILTIN)} or a 'module:Class' path"
+            )
+        model = build_reconstructor(
+            spec, recon_size=list(recon_size), **config.reconstructor_config
+        )
+    if tuple(model.recon_size) != tuple(recon_size):
+        raise ValueError(
+            f"the reconstructor outputs {tuple(model.recon_size)} images but the data's targets "
+            f"are {tuple(recon_size)}"
+        )
+    return model
+
+
+def with_overrides(config: EnvConfig, **changes: Any) -> EnvConfig:
+    """A copy of ``config`` with fields replaced (scenario fields go to the scenario)."""
+    scenario_changes = {k: changes.pop(k) for k in list(changes) if k in _SCENARIO_FIELDS}
+    if scenario_changes:
+        changes["scenario"] = resolve_scenario(changes.get("scenario", config.scenario),
+                                               **scenario_changes)  # fmt: skip
+    return replace(config, **changes)

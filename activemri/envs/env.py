@@ -1,0 +1,192 @@
+"""The single-episode Gymnasium environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from activemri.envs.config import EnvConfig, load_env_config
+from activemri.envs.render import compose_frame, show_frame
+from activemri.envs.simulator import Simulator
+
+__all__ = ["ActiveMRIEnv", "host_info"]
+
+Obs = dict[str, np.ndarray]
+
+
+def host_info(sim: Simulator, tensors: Mapping[str, torch.Tensor], slot: int) -> dict[str, Any]:
+    """The ``info`` dict of one slot as Python scalars (plus the episode's file and slice)."""
+    info: dict[str, Any] = {}
+    for key, value in tensors.items():
+        item = value[slot].item()
+        info[key] = bool(item) if value.dtype == torch.bool else item
+    episode = sim.episodes[slot]
+    if episode is not None:
+        info["file"] = str(episode.meta.file)
+        info["slice"] = episode.meta.slice_index
+        info["pass_index"] = episode.pass_index
+    return info
+
+
+class ActiveMRIEnv(gym.Env[Obs, np.int64]):
+    """Active acquisition of one 2-D MRI slice, one phase-encode line per step.
+
+    ## Description
+    An episode holds one slice of fully sampled k-space ``(C, H, W)`` and its target image.
+    It starts from an initial mask of central lines; each step the agent acquires one
+    phase-encode line (a k-space column); a reconstructor maps the acquired k-space to an
+    image, and the reward is the change of its SSIM to the target (DESIGN sections 1-2). Episodes
+    advance through the batched core (:mod:`activemri.envs.core`), here with B = 1.
+
+    ## Action Space
+    ``Discrete(W)``: the column to acquire. :meth:`action_masks` gives the lines that add
+    information (measured and not yet acquired), the protocol of sb3-contrib's
+    ``MaskablePPO``. Any other in-range column is harmless: it changes nothing and costs the
+    step. A value outside ``[0, W)`` or a non-integer raises ``ValueError``.
+
+    ## Observation Space
+    A ``Dict``:
+
+    - ``reconstruction``: ``Box(-1e4, 1e4, (1, h, w), float32)``, the current reconstruction
+      divided by the episode's *observation scale*: the maximum of the zero-filled image of
+      the initial mask (acquired data only, so no information about the target leaks). The
+      bound (:data:`~activemri.envs.simulator.OBS_BOUND`) is a clip only a broken
+      reconstructor reaches.
+    - ``mask``: ``MultiBinary(W)``, 1 for acquired lines.
+    - ``uncertainty``: ``Box(0, 1e4, (1, h, w), float32)``, the reconstructor's per-pixel
+      standard deviation over the same scale (only for reconstructors with an uncertainty
+      head).
+    - ``kspace`` (with ``observe_kspace=True``): ``Box(-1e4, 1e4, (2C, H, W), float32)``,
+      the acquired k-space over the same scale, channels ``[re_0, im_0, re_1, im_1, ...]``;
+      unacquired columns are exactly ``+0.0``.
+
+    ## Rewards
+    ``score_t - score_{t-1}`` where the score is SSIM (default), PSNR, -NMSE or -MSE of the
+    reconstruction against the target (fastMRI definitions, data range = volume maximum
+    ``max`` of the file, else the target slice's maximum). A step that adds no line scores
+    ``-repeat_penalty`` (default 0). Rewards telescope: their sum is final - initial score.
+
+    ## Starting State
+    A slice from the configured split (shuffled each pass with the env's ``np_random`` for
+    training, in dataset order otherwise) and the scenario's initial mask: the central
+    block (``initial_lines`` or ``center_fraction``) plus ``extra_random_lines`` drawn with
+    ``np_random``. Zero-padded edge columns of fastMRI k-space are never acquired.
+
+    ## Episode End
+    ``terminated`` is ``True`` once the budget of steps is spent or every measured line is
+    acquired. ``truncated`` is always ``False``. ``info`` holds ``ssim``, ``psnr``, ``nmse``,
+    ``mse``, ``score``, ``data_range``, ``lines_acquired``, ``acceleration`` (measured lines
+    / acquired lines), ``steps``, ``budget``, ``repeated``, ``file``, ``slice`` and
+    ``pass_index`` (how many full passes over the data preceded this episode).
+
+    ## Arguments
+    ``preset``: an env preset name (``envs/NAME.yaml``), YAML path or mapping;
+    ``render_mode``: ``"rgb_array"`` or ``"human"``; any other keyword overrides a field of
+    :class:`~activemri.envs.config.EnvConfig` (``data_root``, ``split``, ``reconstructor``,
+    ``scenario``, ``budget``, ``initial_lines``, ``reward``, ``device``, ...)::
+
+        env = gymnasium.make("ActiveMRI/Builtin-v0", budget=10, device="cpu")
+
+    ## Vectorized environment
+    ``gymnasium.make_vec(id, num_envs=B)`` builds
+    :class:`~activemri.envs.vector.ActiveMRIVectorEnv`, which steps all B episodes in one
+    batched forward (same-step autoreset) and also offers a torch-native API. For SB3 use
+    :func:`~activemri.envs.sb3.make_sb3_vec_env`.
+
+    ## Version History
+    * v0: Initial version.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array", "human"], "render_fps": 4}  # noqa: RUF012
+
+    def __init__(
+        self,
+        preset: str | Path | Mapping[str, Any] | EnvConfig | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = preset if isinstance(preset, EnvConfig) else load_env_config(preset, **overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.config = config
+        self.render_mode = render_mode
+        self.sim = Simulator(config, 1)
+        self.observation_space = self.sim.observation_space()  # type: ignore[assignment]
+        self.action_space = gym.spaces.Discrete(self.sim.width)
+        self._window: dict[str, Any] = {}
+
+    @property
+    def core(self) -> Any:
+        """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
+        return self.sim.core
+
+    def _obs(self) -> Obs:
+        return {k: v[0].cpu().numpy() for k, v in self.sim.observation().items()}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Obs, dict[str, Any]]:
+        """Start an episode on the next slice (see Starting State)."""
+        super().reset(seed=seed)
+        if seed is not None or self.sim.state is None:
+            self.sim.reseed(0, self.np_random)
+        self.sim.reset_slots([0])
+        return self._obs(), host_info(self.sim, self.sim.step_info(None), 0)
+
+    def step(self, action: Any) -> tuple[Obs, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Acquire line ``action`` (see Rewards and Episode End)."""
+        arr = self.sim.check_actions(np.asarray(action).reshape(1))
+        result = self.sim.step(torch.from_numpy(arr).to(self.sim.device))
+        info = host_info(self.sim, self.sim.step_info(result), 0)
+        reward = float(result.reward[0].item())
+        if not np.isfinite(reward):
+            raise FloatingPointError(
+                f"non-finite reward {reward}: the reconstructor returned NaN/inf on "
+                f"{info['file']} slice {info['slice']}"
+            )
+        terminated = bool(result.terminated[0].item())
+        if self.render_mode == "human":
+            self.render()
+        return self._obs(), reward, terminated, False, info
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(W,)``: lines that are measured and not yet acquired."""
+        return self.sim.action_masks()[0].cpu().numpy()
+
+    def render(self) -> np.ndarray | None:
+        """An RGB frame (``rgb_array``) or a matplotlib window (``human``)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
+            return None
+        frame = render_slot(self.sim, 0)
+        if self.render_mode == "human":
+            show_frame(frame, self._window, "activemri")
+            return None
+        return frame
+
+    def close(self) -> None:
+        """Close the render window, if any."""
+        if "figure" in self._window:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._window["figure"])
+            self._window.clear()
+
+
+def render_slot(sim: Simulator, slot: int) -> np.ndarray:
+    """The :func:`~activemri.envs.render.compose_frame` of one slot."""
+    state = sim.require_state()
+    unc = state.uncertainty
+    return compose_frame(
+        target=state.target[slot].cpu().numpy(),
+        recon=state.recon[slot].cpu().numpy(),
+        uncertainty=None if unc is None else unc[slot].cpu().numpy(),
+        mask=state.mask[slot].cpu().numpy(),
+        valid=state.valid[slot].cpu().numpy(),
+        data_range=float(state.data_range[slot].item()),
+    )

@@ -1,0 +1,153 @@
+"""Stable-Baselines3 ``VecEnv`` adapter over the native batched env.
+
+SB3 algorithms take a ``VecEnv``; wrapping :class:`ActiveMRIVectorEnv` directly (instead of
+``DummyVecEnv`` over B single envs) keeps one batched reconstructor forward per step::
+
+    from activemri.envs import make_sb3_vec_env
+    from sb3_contrib import MaskablePPO
+
+    venv = make_sb3_vec_env("ActiveMRI/Builtin-v0", n_envs=16, seed=0)
+    model = MaskablePPO("MultiInputPolicy", venv).learn(10_000)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+from activemri.envs.vector import ActiveMRIVectorEnv
+
+__all__ = ["ActiveMRISB3VecEnv", "make_sb3_vec_env"]
+
+_ACTION_MASKS = "action_masks"
+
+
+class ActiveMRISB3VecEnv(VecEnv):
+    """SB3 view of an :class:`ActiveMRIVectorEnv`.
+
+    Follows SB3's conventions: ``reset()`` takes no arguments (seed with :meth:`seed`),
+    finished episodes are reset automatically and their last observation is in
+    ``infos[i]["terminal_observation"]``, ``dones = terminated | truncated`` with
+    ``infos[i]["TimeLimit.truncated"]``. ``env_method("action_masks")`` returns each
+    sub-env's ``(W,)`` mask, as sb3-contrib's ``MaskablePPO`` expects.
+
+    Args:
+        venv: The batched env.
+    """
+
+    def __init__(self, venv: ActiveMRIVectorEnv) -> None:
+        self.venv = venv
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> dict[str, np.ndarray]:
+        """Reset every episode, using seeds set by :meth:`seed` once."""
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, _ = self.venv.reset(seed=seeds)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Store the actions for :meth:`step_wait`."""
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step all episodes; see the class docstring for the info layout."""
+        if self._actions is None:
+            raise RuntimeError("step_async() must be called before step_wait()")
+        obs, reward, terminated, truncated, infos = self.venv.step(self._actions)
+        self._actions = None
+        dones = terminated | truncated
+        keys = [k for k in infos if not k.startswith("_") and k not in ("final_obs", "final_info")]
+        per_env: list[dict[str, Any]] = []
+        for i in range(self.num_envs):
+            info = {k: _scalar(infos[k][i]) for k in keys}
+            if dones[i]:
+                final = infos["final_info"]
+                info = {k: _scalar(final[k][i]) for k in keys if k in final}
+                info["terminal_observation"] = infos["final_obs"][i]
+                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            per_env.append(info)
+        return obs, reward.astype(np.float32), dones, per_env
+
+    def close(self) -> None:
+        """Close the underlying env."""
+        self.venv.close()
+
+    def _indices(self, indices: int | Iterable[int] | None) -> list[int]:
+        return list(self._get_indices(indices))
+
+    def get_attr(self, attr_name: str, indices: int | Iterable[int] | None = None) -> list[Any]:
+        """The attribute of the (shared) vector env, once per index."""
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._indices(indices)]
+
+    def set_attr(
+        self, attr_name: str, value: Any, indices: int | Iterable[int] | None = None
+    ) -> None:
+        """Set an attribute of the vector env (shared by every index)."""
+        setattr(self.venv, attr_name, value)
+
+    def env_method(
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: int | Iterable[int] | None = None,
+        **method_kwargs: Any,
+    ) -> list[Any]:
+        """Call a method; ``action_masks`` and ``render`` are answered per sub-env."""
+        rows = self._indices(indices)
+        if method_name == _ACTION_MASKS:
+            masks = self.venv.action_masks()
+            return [masks[i] for i in rows]
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        if method_name == "render" and isinstance(result, tuple):
+            return [result[i] for i in rows]
+        return [result for _ in rows]
+
+    def env_is_wrapped(
+        self, wrapper_class: type[gym.Wrapper], indices: int | Iterable[int] | None = None
+    ) -> list[bool]:
+        """Sub-envs are never wrapped by Gymnasium wrappers."""
+        return [False for _ in self._indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        """One RGB frame per sub-env (``render_mode="rgb_array"``)."""
+        frames = self.venv.render()
+        return [None] * self.num_envs if frames is None else list(frames)
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(B, W)``: measured lines not yet acquired."""
+        return self.venv.action_masks()
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def make_sb3_vec_env(
+    env_id: str = "ActiveMRI/Builtin-v0", n_envs: int = 1, seed: int | None = None, **overrides: Any
+) -> ActiveMRISB3VecEnv:
+    """Build the batched env of a registered id and wrap it for SB3.
+
+    Args:
+        env_id: A registered activemri id.
+        n_envs: Number of episodes stepped together.
+        seed: Seeds sub-env ``i`` with ``seed + i`` at the first reset.
+        **overrides: Env config overrides (as for ``gymnasium.make``).
+    """
+    venv = gym.make_vec(
+        env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **overrides
+    )
+    if not isinstance(venv.unwrapped, ActiveMRIVectorEnv):
+        raise TypeError(f"{env_id} is not an activemri environment")
+    adapter = ActiveMRISB3VecEnv(venv.unwrapped)
+    if seed is not None:
+        adapter.seed(seed)
+    return adapter

@@ -1,0 +1,228 @@
+"""The native batched Gymnasium ``VectorEnv``, with a torch-native API beside the NumPy one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from activemri.envs.config import EnvConfig, load_env_config
+from activemri.envs.core import Timer, _no_timer
+from activemri.envs.env import render_slot
+from activemri.envs.simulator import Episode, Simulator
+
+__all__ = ["ActiveMRIVectorEnv"]
+
+TensorObs = dict[str, torch.Tensor]
+NumpyObs = dict[str, np.ndarray]
+
+
+def _numpy(obs: TensorObs) -> NumpyObs:
+    return {k: v.cpu().numpy() for k, v in obs.items()}
+
+
+class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
+    """B active-acquisition episodes stepped together in one batched reconstructor forward.
+
+    Each sub-environment behaves exactly like :class:`~activemri.envs.env.ActiveMRIEnv`
+    (same spaces, rewards and episode rules; see its docstring); sub-environment ``i`` of a
+    vector env reset with ``seed=s`` plays the same episodes as a single env reset with
+    ``seed=s + i`` (in ``"sequential"`` order the slices are instead dealt round-robin:
+    sub-env ``i`` takes slices ``i, i + B, ...``, so B sub-envs cover one pass together).
+
+    Autoreset is *same-step* (``metadata["autoreset_mode"]``): when an episode ends, the
+    returned observation is already the first of the next episode; the last observation and
+    info of the finished one are in ``infos["final_obs"]`` / ``infos["final_info"]`` (with
+    the ``_final_obs`` mask), Gymnasium's convention for this mode.
+
+    Torch-native API, for policies on the same device that must not copy to the host:
+    :meth:`torch_reset`, :meth:`torch_step` and :meth:`torch_action_masks` take and return
+    tensors on :attr:`device`. The only device-to-host transfer per step is the ``(B,)``
+    termination flags, needed to load the next slices.
+
+    Args:
+        num_envs: Number of episodes B.
+        preset: Env preset name, YAML path, mapping or :class:`EnvConfig`.
+        render_mode: ``"rgb_array"`` (``render()`` returns a tuple of frames) or ``None``.
+        **overrides: :class:`EnvConfig` field overrides (as for the single env).
+    """
+
+    metadata: dict[str, Any] = {  # noqa: RUF012 (Gymnasium declares it so)
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": ["rgb_array"],
+        "render_fps": 4,
+    }
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        preset: str | Path | Mapping[str, Any] | EnvConfig | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = preset if isinstance(preset, EnvConfig) else load_env_config(preset, **overrides)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
+        self.config = config
+        self.render_mode = render_mode
+        self.sim = Simulator(config, num_envs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.sim.observation_space()
+        self.single_action_space = spaces.Discrete(self.sim.width)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the torch-native API's tensors live."""
+        return self.sim.device
+
+    @property
+    def core(self) -> Any:
+        """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
+        return self.sim.core
+
+    # ------------------------------------------------------------------ torch API
+    def torch_reset(
+        self, seed: int | Sequence[int | None] | None = None, timer: Timer = _no_timer
+    ) -> tuple[TensorObs, dict[str, torch.Tensor]]:
+        """Reset every sub-environment; tensors on :attr:`device`.
+
+        Args:
+            seed: ``s`` seeds sub-env ``i`` with ``s + i``; a list seeds each; ``None`` keeps
+                the generators (fresh random ones on the first reset).
+            timer: Profiling hook (see :mod:`activemri.envs.core`).
+        """
+        if seed is not None or self.sim.state is None:
+            seeds: Sequence[int | None]
+            if seed is None or isinstance(seed, int):
+                seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
+            else:
+                seeds = list(seed)
+                if len(seeds) != self.num_envs:
+                    raise ValueError(f"expected {self.num_envs} seeds, got {len(seeds)}")
+            for slot, s in enumerate(seeds):
+                rng, _ = seeding.np_random(s)
+                self.sim.reseed(slot, rng)
+            if isinstance(seed, int):
+                self._np_random, self._np_random_seed = seeding.np_random(seed)
+        self.sim.reset_slots(list(range(self.num_envs)), timer=timer)
+        return self.sim.observation(), self.sim.step_info(None)
+
+    def torch_step(
+        self, actions: torch.Tensor, check: bool = True, timer: Timer = _no_timer
+    ) -> tuple[TensorObs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Step every sub-environment with long ``(B,)`` actions; tensors on :attr:`device`.
+
+        Args:
+            actions: Column per sub-env.
+            check: Verify the actions are in ``[0, W)`` (one device-to-host transfer).
+            timer: Profiling hook.
+
+        Returns:
+            ``(obs, reward, terminated, truncated, info)``: reward float32 ``(B,)``, flags
+            bool ``(B,)``; ``info`` holds the metric tensors of the step and, when an episode
+            ended, ``final_obs`` / ``final_info`` (full-batch tensors, meaningful at rows
+            where ``terminated``) before those rows were reset.
+        """
+        if actions.shape != (self.num_envs,):
+            raise ValueError(
+                f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
+            )
+        if check and bool(((actions < 0) | (actions >= self.sim.width)).any()):
+            raise ValueError(f"actions must be in [0, {self.sim.width}), got {actions.tolist()}")
+        result = self.sim.step(actions, timer=timer)
+        info: dict[str, Any] = self.sim.step_info(result)
+        obs = self.sim.observation()
+        done_rows = torch.nonzero(result.terminated).flatten().tolist()
+        if done_rows:
+            final = {
+                "final_obs": obs,
+                "final_info": info,
+                "final_episodes": list(self.sim.episodes),
+            }
+            self.sim.reset_slots(done_rows, timer=timer)
+            obs = self.sim.observation()
+            info = {**self.sim.step_info(None), **final}
+        truncated = torch.zeros_like(result.terminated)
+        return obs, result.reward, result.terminated, truncated, info
+
+    def torch_action_masks(self) -> torch.Tensor:
+        """Bool ``(B, W)`` on :attr:`device`: measured lines not yet acquired."""
+        return self.sim.action_masks()
+
+    # ------------------------------------------------------------------ NumPy API
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[NumpyObs, dict[str, Any]]:
+        """Reset every sub-environment (``seed`` as in :meth:`torch_reset`)."""
+        obs, info = self.torch_reset(seed)
+        return _numpy(obs), self._infos(info, list(range(self.num_envs)), self.sim.episodes)
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[NumpyObs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every sub-environment; ended ones are reset in the same step."""
+        arr = self.sim.check_actions(np.asarray(actions).reshape(-1))
+        obs, reward, terminated, truncated, info = self.torch_step(
+            torch.from_numpy(arr).to(self.device), check=False
+        )
+        done = terminated.cpu().numpy()
+        rewards = reward.double().cpu().numpy()
+        if not np.all(np.isfinite(rewards)):
+            raise FloatingPointError(
+                f"non-finite rewards {rewards.tolist()}: the reconstructor returned NaN/inf"
+            )
+        infos = self._infos(info, list(range(self.num_envs)), self.sim.episodes)
+        if done.any():
+            rows = np.flatnonzero(done).tolist()
+            final_obs = _numpy(info["final_obs"])
+            final = np.full(self.num_envs, None, dtype=object)
+            for row in rows:
+                final[row] = {k: v[row] for k, v in final_obs.items()}
+            infos["final_obs"], infos["_final_obs"] = final, done.copy()
+            infos["final_info"] = self._infos(info["final_info"], rows, info["final_episodes"])
+            infos["_final_info"] = done.copy()
+        return _numpy(obs), rewards, done, truncated.cpu().numpy(), infos
+
+    def _infos(
+        self, tensors: Mapping[str, Any], rows: list[int], episodes: Sequence[Episode | None]
+    ) -> dict[str, Any]:
+        """Gymnasium's vector info layout: arrays with ``_key`` masks marking ``rows``."""
+        present = np.zeros(self.num_envs, dtype=bool)
+        present[rows] = True
+        columns: dict[str, np.ndarray] = {
+            key: value.cpu().numpy()
+            for key, value in tensors.items()
+            if isinstance(value, torch.Tensor)
+        }
+        columns["file"] = np.full(self.num_envs, None, dtype=object)
+        columns["slice"] = np.zeros(self.num_envs, dtype=np.int64)
+        columns["pass_index"] = np.zeros(self.num_envs, dtype=np.int64)
+        for row in rows:
+            episode = episodes[row]
+            if episode is not None:
+                columns["file"][row] = str(episode.meta.file)
+                columns["slice"][row] = episode.meta.slice_index
+                columns["pass_index"][row] = episode.pass_index
+        out: dict[str, Any] = {}
+        for key, arr in columns.items():
+            out[key], out[f"_{key}"] = arr, present.copy()
+        return out
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``(B, W)``: measured lines not yet acquired."""
+        return self.torch_action_masks().cpu().numpy()
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One RGB frame per sub-environment (``render_mode="rgb_array"``)."""
+        if self.render_mode is None:
+            return None
+        return tuple(render_slot(self.sim, i) for i in range(self.num_envs))

@@ -1,0 +1,234 @@
+import pickle
+import shutil
+import warnings
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+from env_helpers import CUSTOM, tiny_env
+from gymnasium.utils.env_checker import check_env as gym_check_env
+
+from activemri.envs.check import EXPECTED_SB3_WARNINGS
+from activemri.envs.render import MASK_STRIP_HEIGHT
+
+
+def _rollout(env, seed, actions):
+    obs, info = env.reset(seed=seed)
+    trace = [(obs, 0.0, info)]
+    for a in actions:
+        obs, reward, terminated, _, info = env.step(a)
+        trace.append((obs, reward, info))
+        if terminated:
+            obs, info = env.reset()
+            trace.append((obs, 0.0, info))
+    return trace
+
+
+def _equal(trace_a, trace_b):
+    assert len(trace_a) == len(trace_b)
+    for (oa, ra, ia), (ob, rb, ib) in zip(trace_a, trace_b, strict=True):
+        assert ra == rb and ia == ib
+        assert oa.keys() == ob.keys()
+        for k in oa:
+            assert np.array_equal(oa[k], ob[k]), k
+
+
+def test_gymnasium_checkers_are_clean(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM, observe_kspace=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(env, skip_render_check=True)
+        passive = gym.make(
+            "ActiveMRI/Builtin-v0",
+            data_root=str(tiny_data),
+            split=None,
+            reconstructor="zero_filled",
+            budget=3,
+            initial_lines=4,
+            device="cpu",
+        )
+        passive.reset(seed=0)
+        for _ in range(3):
+            passive.step(
+                passive.action_space.sample(passive.unwrapped.action_masks().astype(np.int8))
+            )
+
+
+def test_sb3_checker_warns_only_about_float_images(tiny_data):
+    from stable_baselines3.common.env_checker import check_env
+
+    env = tiny_env(tiny_data, reconstructor=CUSTOM)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, warn=True)
+    import re
+
+    texts = [str(w.message) for w in caught]
+    assert texts, "SB3 flags float image observations; the explanation list must stay in use"
+    for text in texts:
+        assert any(re.search(p, text) for p in EXPECTED_SB3_WARNINGS), text
+
+
+def test_spaces_and_info(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM)
+    obs, info = env.reset(seed=3)
+    assert set(obs) == {"reconstruction", "mask", "uncertainty"}
+    assert obs["reconstruction"].shape == (1, 32, 32) and obs["mask"].shape == (36,)
+    assert env.action_space.n == 36
+    assert obs in env.observation_space
+    masks = env.action_masks()
+    assert not masks[:2].any() and not masks[-2:].any()  # padding columns never valid
+    assert masks.sum() == 32 - 4
+    with h5py.File(info["file"]) as hf:
+        assert info["data_range"] == pytest.approx(float(hf.attrs["max"]))
+    obs, reward, terminated, truncated, info = env.step(int(np.flatnonzero(masks)[0]))
+    assert type(reward) is float and type(terminated) is bool and truncated is False
+    assert info["lines_acquired"] == 5 and info["acceleration"] == pytest.approx(32 / 5)
+    assert info["repeated"] is False and set(info) >= {"ssim", "psnr", "nmse", "mse", "slice"}
+
+
+def test_seeded_rollouts_are_exactly_reproducible(tiny_data):
+    actions = [10, 11, 2, 12, 13, 30, 20, 21, 22, 23, 24]
+    _equal(
+        _rollout(tiny_env(tiny_data, extra_random_lines=2), 5, actions),
+        _rollout(tiny_env(tiny_data, extra_random_lines=2), 5, actions),
+    )
+    other = _rollout(tiny_env(tiny_data, extra_random_lines=2), 6, actions)
+    assert any(
+        not np.array_equal(a[0]["mask"], b[0]["mask"])
+        for a, b in zip(
+            other, _rollout(tiny_env(tiny_data, extra_random_lines=2), 5, actions), strict=True
+        )
+    )
+
+
+def test_pickle_round_trip_continues_identically(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM)
+    env.reset(seed=0)
+    env.step(10)
+    clone = pickle.loads(pickle.dumps(env))
+    actions = [11, 12, 13, 14, 15, 16, 20]
+    for a in actions:
+        out_a, out_b = env.step(a), clone.step(a)
+        assert out_a[1:] == out_b[1:]
+        for k in out_a[0]:
+            assert np.array_equal(out_a[0][k], out_b[0][k])
+        if out_a[2]:
+            assert env.reset()[1] == clone.reset()[1]
+
+
+@pytest.mark.parametrize("bad", [-1, 36, 2.5, "7"])
+def test_invalid_actions_raise(tiny_data, bad):
+    env = tiny_env(tiny_data)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action"):
+        env.step(bad)
+
+
+def test_repeat_is_harmless_and_budget_terminates(tiny_data):
+    env = tiny_env(tiny_data, repeat_penalty=0.1, budget=3)
+    obs, _ = env.reset(seed=0)
+    center = int(np.flatnonzero(obs["mask"])[0])
+    obs2, reward, terminated, _, info = env.step(center)
+    assert reward == pytest.approx(-0.1) and info["repeated"] and not terminated
+    assert np.array_equal(obs["reconstruction"], obs2["reconstruction"])
+    _, _, terminated, _, info = env.step(0)  # padding column: a repeat as well
+    assert info["repeated"] and not terminated
+    _, _, terminated, _, info = env.step(10)
+    assert terminated and info["steps"] == 3 and info["lines_acquired"] == 5
+
+
+def test_episode_ends_when_all_lines_acquired(tiny_data):
+    env = tiny_env(tiny_data, initial_lines=30, budget=None)
+    env.reset(seed=0)
+    left = np.flatnonzero(env.action_masks())
+    assert left.size == 2
+    assert env.step(int(left[0]))[2] is False
+    assert env.step(int(left[1]))[2] is True
+
+
+def test_observed_kspace_observation(tiny_multicoil):
+    env = tiny_env(tiny_multicoil, observe_kspace=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["kspace"].shape == (8, 40, 36)
+    unseen = obs["kspace"][:, :, obs["mask"] == 0]
+    assert np.all(unseen == 0) and not np.signbit(unseen).any()
+    assert np.abs(obs["kspace"][:, :, obs["mask"] == 1]).sum() > 0
+
+
+def test_sequential_order_is_one_pass_and_shuffle_permutes(tiny_data):
+    env = tiny_env(tiny_data, order="sequential")
+    n = len(env.unwrapped.sim.indices)
+    seen = []
+    _, info = env.reset(seed=0)
+    for _ in range(n):
+        seen.append((info["file"], info["slice"], info["pass_index"]))
+        _, info = env.reset()
+    assert len(set(seen)) == n and {p for *_, p in seen} == {0} and info["pass_index"] == 1
+    assert seen == sorted(seen)
+    env = tiny_env(tiny_data, order="shuffle")
+    _, info = env.reset(seed=1)
+    shuffled = []
+    for _ in range(n):
+        shuffled.append((info["file"], info["slice"]))
+        _, info = env.reset()
+    assert len(set(shuffled)) == n and shuffled != [s[:2] for s in seen]
+
+
+def test_splits_are_selectable(tiny_data):
+    files = {s: set() for s in ("train", "val", "test")}
+    for split in files:
+        env = tiny_env(tiny_data, split=split, order="sequential")
+        _, info = env.reset(seed=0)
+        for _ in range(len(env.sim.indices)):
+            files[split].add(info["file"])
+            _, info = env.reset()
+    assert files["train"] and files["val"] and files["test"]
+    assert not (files["train"] & files["val"]) and not (files["train"] & files["test"])
+
+
+def test_data_range_falls_back_to_target_max(tiny_data, tmp_path):
+    src = sorted(tiny_data.glob("*.h5"))[0]
+    shutil.copy(src, tmp_path / src.name)
+    with h5py.File(tmp_path / src.name, "r+") as hf:
+        del hf.attrs["max"]
+        target_max = float(hf["reconstruction_esc"][0].max())
+    env = tiny_env(tmp_path, order="sequential")
+    _, info = env.reset(seed=0)
+    assert info["data_range"] == pytest.approx(target_max)
+
+
+def test_render_frames(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM, render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (32 + 2 + MASK_STRIP_HEIGHT, 4 * 34 - 2, 3) and frame.dtype == np.uint8
+    strip = frame[-1]
+    assert (strip == 255).all(axis=1).sum() > 0 and frame[:32].max() > 0
+    plain = tiny_env(tiny_data, render_mode="rgb_array")
+    plain.reset(seed=0)
+    assert plain.render().shape == (46, 3 * 34 - 2, 3)
+
+
+def test_configuration_errors_are_clear(tiny_data):
+    with pytest.raises(ValueError, match="data_root"):
+        gym.make("ActiveMRI/KneeSingleCoil-v0")
+    with pytest.raises(ValueError, match="untrained"):
+        tiny_env(tiny_data, reconstructor="unet")
+    with pytest.raises(ValueError, match="targets"):
+        tiny_env(tiny_data, reconstructor="recon_models/unet_default.yaml")
+    with pytest.raises(ValueError, match="unknown keys"):
+        tiny_env(tiny_data, budgett=3)
+    with pytest.raises(FileNotFoundError):
+        gym.make("ActiveMRI/Builtin-v0", data_root=str(tiny_data / "missing"))
+    with pytest.raises(RuntimeError, match="reset"):
+        tiny_env(tiny_data).step(3)
+
+
+def test_custom_reconstructor_plugs_in_by_class_path(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM, reconstructor_config={"weight": 0.25})
+    assert type(env.core.reconstructor).__name__ == "BlurredZeroFilled"
+    assert env.core.reconstructor.weight.item() == 0.25
+    obs, _ = env.reset(seed=0)
+    assert obs["uncertainty"].max() > 0
