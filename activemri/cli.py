@@ -136,6 +136,68 @@ def _recon_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; values are parsed as YAML scalars (``budget=10``, ``split=null``)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _env_list(args: argparse.Namespace) -> int:
+    from activemri.envs.config import load_env_config
+    from activemri.envs.registration import ENV_IDS
+
+    for env_id, preset in ENV_IDS.items():
+        try:
+            description = load_env_config(preset).description
+        except (OSError, ValueError) as exc:
+            description = f"(preset unreadable: {exc})"
+        print(f"{env_id:<30} {description}")
+    return 0
+
+
+def _env_check(args: argparse.Namespace) -> int:
+    from activemri.envs.check import check_env_id
+    from activemri.envs.registration import ENV_IDS
+
+    if args.env_id not in ENV_IDS:
+        raise CommandError(f"unknown env id {args.env_id!r}; choose from {sorted(ENV_IDS)}")
+    report = check_env_id(args.env_id, **_parse_overrides(args.set))
+    for name in report.passed:
+        print(f"  ok    {name}")
+    for note in report.explained:
+        print(f"  note  {note}")
+    for name, message in report.failed:
+        print(f"  FAIL  {name}: {message}")
+    for key, value in report.summary.items():
+        print(f"  {key}: {value}")
+    status = "passed" if report.ok else f"FAILED ({len(report.failed)} check(s))"
+    print(f"{args.env_id}: {status}")
+    return 0 if report.ok else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from activemri.envs.bench import run_bench
+
+    if args.device == "all":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda requested but CUDA is not available")
+    else:
+        devices = [args.device]
+    run_bench(devices, args.sizes, args.reconstructors, args.batch_sizes, args.steps,
+              reference=not args.no_reference, full=args.full)  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``activemri`` command."""
     from activemri.data.builtin import PRESETS
@@ -250,6 +312,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="import a non-built-in class named in the checkpoint (runs its module's code)",
     )  # fmt: skip
     ev.set_defaults(func=_recon_eval)
+
+    env = commands.add_parser(
+        "env", help="list and check the registered environments",
+        description="The registered ActiveMRI/* Gymnasium environments.",
+    )  # fmt: skip
+    env_commands = env.add_subparsers(dest="env_command", metavar="SUBCOMMAND", required=True)
+    ls = env_commands.add_parser("list", help="registered ids and their presets")
+    ls.set_defaults(func=_env_list)
+    ck = env_commands.add_parser(
+        "check",
+        help="Gymnasium and SB3 check_env, a seeded rollout, a summary",
+        description=(
+            "Make the env, run Gymnasium's check_env and SB3's check_env (only the documented "
+            "float-image warnings are allowed), roll out seed 0 twice (must be identical, "
+            "rewards must telescope), render a frame, and print a summary. Exit 1 on failure."
+        ),
+    )
+    ck.add_argument("env_id", nargs="?", default="ActiveMRI/Builtin-v0", help="registered id")
+    ck.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="config override, repeatable (e.g. --set data_root=/data/knee --set device=cpu)",
+    )  # fmt: skip
+    ck.set_defaults(func=_env_check)
+
+    bench = commands.add_parser(
+        "bench",
+        help="env step time, breakdown, overhead over the bare forward, reference ratio",
+        description=(
+            "Time the batched env step (random valid actions, autoreset included) split into "
+            "data / mask_fft / forward / metric / other, the bare reconstructor forward, "
+            "steps/s, peak memory, and the reference per-image pipeline "
+            "(benchmarks/reference_pipeline.py) on the same batch. The knee size builds the "
+            "built-in knee data on first use (~20 s)."
+        ),
+    )
+    bench.add_argument("--device", default="all", help="cpu, cuda or all (default: all present)")
+    bench.add_argument("--sizes", nargs="+", default=["builtin", "knee"],
+                       choices=["builtin", "knee"], help="data sizes")  # fmt: skip
+    bench.add_argument("--reconstructors", nargs="+", default=["zero_filled", "unet"],
+                       choices=["zero_filled", "unet"], help="reconstructors")  # fmt: skip
+    bench.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=[1, 16, 64])
+    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per row")
+    bench.add_argument("--no-reference", action="store_true", help="skip the reference")
+    bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
+    bench.set_defaults(func=_bench)
     return parser
 
 

@@ -66,3 +66,59 @@ def test_console_script_help():
     )
     assert result.returncode == 0
     assert "knee-multicoil" in result.stdout and "--coils" in result.stdout
+
+
+def test_env_list_and_check(tiny_data, capsys):
+    assert main(["env", "list"]) == 0
+    assert "ActiveMRI/Builtin-v0" in capsys.readouterr().out
+    status = main(
+        [
+            "env",
+            "check",
+            "ActiveMRI/Builtin-v0",
+            "--set",
+            f"data_root={tiny_data}",
+            "--set",
+            "split=null",
+            "--set",
+            "reconstructor=zero_filled",
+            "--set",
+            "initial_lines=4",
+            "--set",
+            "device=cpu",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0 and "ActiveMRI/Builtin-v0: passed" in out and "ok    telescoping" in out
+
+
+def test_env_check_fails_cleanly(capsys):
+    assert main(["env", "check", "ActiveMRI/KneeSingleCoil-v0"]) == 1
+    assert "data_root" in capsys.readouterr().out
+    assert main(["env", "check", "Nope-v0"]) == 2
+
+
+def test_bench_prints_breakdown_and_reference_ratio(capsys):
+    assert (
+        main(
+            [
+                "bench",
+                "--device",
+                "cpu",
+                "--sizes",
+                "builtin",
+                "--reconstructors",
+                "zero_filled",
+                "--batch-sizes",
+                "2",
+                "--steps",
+                "2",
+            ]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("dev"))
+    row = lines[header + 1].split()
+    assert row[:4] == ["cpu", "builtin", "zero_filled", "2"]
+    assert float(row[4]) > 0 and row[-1].endswith("x")
