@@ -119,11 +119,20 @@ class EnvConfig:
 
 
 def preset_dir() -> Path:
-    """The folder of env presets: ``$ACTIVEMRI_ENV_PRESETS`` or ``envs/`` of the checkout."""
+    """The folder of env presets.
+
+    ``$ACTIVEMRI_ENV_PRESETS`` if set; else ``envs/`` of the source checkout (editable
+    installs); else the copy installed inside the package (``activemri/presets/envs``, where
+    a wheel puts the top-level ``envs/`` folder).
+    """
     env = os.environ.get("ACTIVEMRI_ENV_PRESETS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "envs"
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "envs").is_dir():
+        return checkout / "envs"
+    return package / "presets" / "envs"
 
 
 def _read_preset(preset: str | Path) -> tuple[dict[str, Any], Path]:

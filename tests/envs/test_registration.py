@@ -61,3 +61,21 @@ def test_knee_preset_keeps_padding_columns_out(knee_like):
     masks = env.unwrapped.action_masks()
     assert not masks[:17].any() and not masks[-17:].any() and masks.sum() == 334 - 30
     assert obs["reconstruction"].shape == (1, 320, 320)
+
+
+def test_wheel_ships_every_subpackage_and_the_presets():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    packages = set(config["tool"]["setuptools"]["packages"])
+    root = Path(__file__).parents[2]
+    found = {
+        ".".join(p.parent.relative_to(root).parts)
+        for p in (root / "activemri").rglob("__init__.py")
+    }
+    assert found <= packages
+    mapped = config["tool"]["setuptools"]["package-dir"]
+    assert mapped == {
+        "activemri.presets.envs": "envs",
+        "activemri.presets.recon_models": "recon_models",
+    }
