@@ -158,6 +158,23 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         """Bool ``(W,)``: lines that are measured and not yet acquired."""
         return self.sim.action_masks()[0].cpu().numpy()
 
+    def score_candidates(self, lines: Any, metric: str | None = None) -> np.ndarray:
+        """Score after acquiring each candidate line, without changing the episode (oracles).
+
+        Args:
+            lines: ``(K,)`` column indices.
+            metric: ``ssim``, ``psnr``, ``nmse`` or ``mse`` (default: the reward metric);
+                signed so that higher is better.
+
+        Returns:
+            ``(K,)`` float scores; an acquired or non-measured line scores the current value.
+        """
+        cols = torch.as_tensor(np.asarray(lines, dtype=np.int64), device=self.sim.device)
+        if cols.ndim != 1 or bool(((cols < 0) | (cols >= self.sim.width)).any()):
+            raise ValueError(f"lines must be (K,) indices in [0, {self.sim.width}), got {lines}")
+        state = self.sim.require_state()
+        return self.sim.core.score_candidates(state, cols[None], metric)[0].cpu().numpy()
+
     def render(self) -> np.ndarray | None:
         """An RGB frame (``rgb_array``) or a matplotlib window (``human``)."""
         if self.render_mode is None:

@@ -154,6 +154,15 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         truncated = torch.zeros_like(result.terminated)
         return obs, result.reward, result.terminated, truncated, info
 
+    def torch_score_candidates(
+        self, lines: torch.Tensor, metric: str | None = None
+    ) -> torch.Tensor:
+        """Scores ``(B, K)`` after acquiring each candidate line ``(B, K)``; state unchanged.
+
+        See :meth:`activemri.envs.core.AcquisitionCore.score_candidates`.
+        """
+        return self.sim.core.score_candidates(self.sim.require_state(), lines, metric)
+
     def torch_action_masks(self) -> torch.Tensor:
         """Bool ``(B, W)`` on :attr:`device`: measured lines not yet acquired."""
         return self.sim.action_masks()

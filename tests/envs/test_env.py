@@ -232,3 +232,52 @@ def test_custom_reconstructor_plugs_in_by_class_path(tiny_data):
     assert env.core.reconstructor.weight.item() == 0.25
     obs, _ = env.reset(seed=0)
     assert obs["uncertainty"].max() > 0
+
+
+def test_unacquired_kspace_in_the_file_never_reaches_the_agent(tiny_data, tmp_path):
+    """Rewrite every column an episode never acquires: observations and rewards are unchanged."""
+    src = sorted(tiny_data.glob("*.h5"))[0]
+    actions = [10, 12, 20, 25, 12]
+    runs = []
+    for variant in ("clean", "perturbed"):
+        folder = tmp_path / variant
+        folder.mkdir()
+        shutil.copy(src, folder / src.name)
+        env = tiny_env(
+            folder,
+            reconstructor=CUSTOM,
+            observe_kspace=True,
+            order="sequential",
+            extra_random_lines=2,
+            budget=len(actions) + 1,
+        )
+        if variant == "perturbed":
+            probe = tiny_env(folder, observe_kspace=True, order="sequential", extra_random_lines=2)
+            obs, _ = probe.reset(seed=4)
+            acquired = obs["mask"].astype(bool)
+            acquired[actions] = True
+            with h5py.File(folder / src.name, "r+") as hf:
+                k = hf["kspace"][()]
+                noise = np.random.default_rng(0).standard_normal(k.shape).astype(np.float32)
+                k[..., ~acquired] = (1e3 * noise - 1j * noise)[..., ~acquired]
+                hf["kspace"][...] = k
+        runs.append(_rollout(env, 4, actions))
+    for (oa, ra, ia), (ob, rb, ib) in zip(*runs, strict=True):
+        assert ra == rb
+        assert {k: v for k, v in ia.items() if k != "file"} == {
+            k: v for k, v in ib.items() if k != "file"
+        }
+        for key in oa:
+            assert np.array_equal(oa[key], ob[key]), key
+
+
+def test_score_candidates_through_the_env(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=CUSTOM)
+    obs, info = env.reset(seed=0)
+    lines = [10, int(np.flatnonzero(obs["mask"])[0]), 0]
+    scores = env.score_candidates(lines)
+    assert scores[1] == pytest.approx(info["score"]) and scores[2] == pytest.approx(info["score"])
+    step_info = env.step(10)[4]
+    assert scores[0] == pytest.approx(step_info["score"], abs=1e-6)
+    with pytest.raises(ValueError, match="lines must be"):
+        env.score_candidates([99])
