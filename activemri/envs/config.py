@@ -13,7 +13,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,10 @@ from activemri.recon_models.registry import (
     build_reconstructor,
     load_preset,
     reconstructor_from_preset,
+    resolve_class,
 )
+from activemri.recon_models.unet import UnetReconstructor
+from activemri.recon_models.varnet import VarNetReconstructor
 
 __all__ = [
     "EnvConfig",
@@ -43,6 +46,7 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 _SCENARIO_FIELDS = {f.name for f in fields(Scenario)}
 _ORDERS = ("shuffle", "sequential")
+_TRAINED = (UnetReconstructor, VarNetReconstructor)  # meaningless without a checkpoint
 
 
 class EnvDataWarning(UserWarning):
@@ -173,10 +177,10 @@ def load_env_config(
         values = dict(preset)
     elif preset is not None:
         values, source = _read_preset(preset)
-    if "data_root" in overrides:
-        overrides["data"] = overrides.pop("data_root")
-    scenario_changes = {k: overrides.pop(k) for k in list(overrides) if k in _SCENARIO_FIELDS}
     values.update(overrides)
+    if "data_root" in values:
+        values["data"] = values.pop("data_root")
+    scenario_changes = {k: values.pop(k) for k in list(values) if k in _SCENARIO_FIELDS}
 
     allowed = {f.name for f in fields(EnvConfig)} - {"source"}
     unknown = set(values) - allowed
@@ -274,7 +278,7 @@ def build_reconstructor_for_env(
         model = spec
     elif spec.endswith((".yaml", ".yml")):
         preset = load_preset(spec)
-        if preset.checkpoint is None and preset.model in ("unet", "varnet"):
+        if preset.checkpoint is None and resolve_class(preset.model) in _TRAINED:
             raise ValueError(
                 f"reconstructor preset {spec} has no checkpoint: an untrained {preset.model} "
                 "would make rewards meaningless (train it with `activemri recon train` and set "
@@ -286,14 +290,14 @@ def build_reconstructor_for_env(
             spec, map_location=device, trust_class_path=config.trust_class_path
         )
     else:
-        if spec in ("unet", "varnet"):
-            raise ValueError(
-                f"reconstructor={spec!r} would be untrained; pass a checkpoint (.pt) or a preset"
-            )
         if spec not in BUILTIN and ":" not in spec:
             raise ValueError(
                 f"reconstructor {spec!r} is not a preset (.yaml), a checkpoint (.pt), one of "
                 f"{sorted(BUILTIN)} or a 'module:Class' path"
+            )
+        if resolve_class(spec) in _TRAINED:
+            raise ValueError(
+                f"reconstructor={spec!r} would be untrained; pass a checkpoint (.pt) or a preset"
             )
         model = build_reconstructor(
             spec, recon_size=list(recon_size), **config.reconstructor_config
@@ -304,12 +308,3 @@ def build_reconstructor_for_env(
             f"are {tuple(recon_size)}"
         )
     return model
-
-
-def with_overrides(config: EnvConfig, **changes: Any) -> EnvConfig:
-    """A copy of ``config`` with fields replaced (scenario fields go to the scenario)."""
-    scenario_changes = {k: changes.pop(k) for k in list(changes) if k in _SCENARIO_FIELDS}
-    if scenario_changes:
-        changes["scenario"] = resolve_scenario(changes.get("scenario", config.scenario),
-                                               **scenario_changes)  # fmt: skip
-    return replace(config, **changes)

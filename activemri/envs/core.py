@@ -222,7 +222,8 @@ class AcquisitionCore:
             if self.fast_zero_filled:
                 line_images = _readout_idft(kspace, self.recon_size[0])
                 rows = self._rows(kspace.shape[-1])
-                coil_images = (line_images * mask[:, None, None, :]) @ rows
+                # where, not multiply: inf * 0 would be NaN if unseen data were not finite
+                coil_images = torch.where(mask[:, None, None, :], line_images, 0) @ rows
                 initial = rss(coil_images, dim=1)
             else:
                 initial = zero_filled(observed, mask, self.recon_size)
@@ -312,7 +313,9 @@ class AcquisitionCore:
                 new_line[:, None, None], picked, current
             )
             if state.coil_images is not None and state.line_images is not None:
-                column = state.line_images[rows, :, :, actions] * new_line[:, None, None]
+                column = torch.where(
+                    new_line[:, None, None], state.line_images[rows, :, :, actions], 0
+                )
                 basis = self._rows(state.mask.shape[1])[actions]
                 state.coil_images += column[..., None] * basis[:, None, None, :]
         previous = state.score
@@ -334,7 +337,8 @@ class AcquisitionCore:
 
         Args:
             state: The episodes.
-            lines: Long ``(B, K)`` candidate columns per episode.
+            lines: Long ``(B, K)`` candidate columns per episode, in ``[0, W)`` (checked by
+                the env layers).
             metric: Metric to report (default: the reward metric), signed so higher is better.
 
         Returns:
@@ -355,7 +359,9 @@ class AcquisitionCore:
             cols = flat_lines[start : start + self.candidate_chunk]
             new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
             if state.coil_images is not None and state.line_images is not None:
-                column = state.line_images[rows, :, :, cols] * new_line[:, None, None]
+                column = torch.where(
+                    new_line[:, None, None], state.line_images[rows, :, :, cols], 0
+                )
                 basis = self._rows(state.mask.shape[1])[cols]
                 coil = state.coil_images[rows] + column[..., None] * basis[:, None, None, :]
                 image = rss(coil, dim=1).float()

@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from activemri.envs.vector import ActiveMRIVectorEnv
@@ -48,7 +48,9 @@ class ActiveMRISB3VecEnv(VecEnv):
     def reset(self) -> dict[str, np.ndarray]:
         """Reset every episode, using seeds set by :meth:`seed` once."""
         seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
-        obs, _ = self.venv.reset(seed=seeds)
+        obs, infos = self.venv.reset(seed=seeds)
+        keys = [k for k in infos if not k.startswith("_")]
+        self.reset_infos = [{k: _scalar(infos[k][i]) for k in keys} for i in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -101,11 +103,22 @@ class ActiveMRISB3VecEnv(VecEnv):
         indices: int | Iterable[int] | None = None,
         **method_kwargs: Any,
     ) -> list[Any]:
-        """Call a method; ``action_masks`` and ``render`` are answered per sub-env."""
+        """Call a method; ``action_masks`` and ``render`` are answered per sub-env.
+
+        Other methods belong to the batched env as a whole, so they are only called for all
+        indices at once (the result repeated per index).
+
+        Raises:
+            NotImplementedError: For another method on a subset of the sub-envs.
+        """
         rows = self._indices(indices)
         if method_name == _ACTION_MASKS:
             masks = self.venv.action_masks()
             return [masks[i] for i in rows]
+        if method_name != "render" and sorted(rows) != list(range(self.num_envs)):
+            raise NotImplementedError(
+                f"{method_name!r} acts on the whole batched env; call it for every index"
+            )
         result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
         if method_name == "render" and isinstance(result, tuple):
             return [result[i] for i in rows]
@@ -132,22 +145,33 @@ def _scalar(value: Any) -> Any:
 
 
 def make_sb3_vec_env(
-    env_id: str = "ActiveMRI/Builtin-v0", n_envs: int = 1, seed: int | None = None, **overrides: Any
-) -> ActiveMRISB3VecEnv:
+    env_id: str = "ActiveMRI/Builtin-v0",
+    n_envs: int = 1,
+    seed: int | None = None,
+    monitor: bool = True,
+    **overrides: Any,
+) -> VecEnv:
     """Build the batched env of a registered id and wrap it for SB3.
 
     Args:
         env_id: A registered activemri id.
         n_envs: Number of episodes stepped together.
         seed: Seeds sub-env ``i`` with ``seed + i`` at the first reset.
+        monitor: Wrap in SB3's ``VecMonitor``, so episode returns and lengths reach SB3's
+            logger (``ep_rew_mean``) and ``evaluate_policy``.
         **overrides: Env config overrides (as for ``gymnasium.make``).
+
+    Returns:
+        The :class:`ActiveMRISB3VecEnv` (inside a ``VecMonitor`` when ``monitor``).
     """
     venv = gym.make_vec(
         env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", **overrides
     )
     if not isinstance(venv.unwrapped, ActiveMRIVectorEnv):
         raise TypeError(f"{env_id} is not an activemri environment")
-    adapter = ActiveMRISB3VecEnv(venv.unwrapped)
+    adapter: VecEnv = ActiveMRISB3VecEnv(venv.unwrapped)
+    if monitor:
+        adapter = VecMonitor(adapter)
     if seed is not None:
         adapter.seed(seed)
     return adapter

@@ -2,18 +2,22 @@
 
 The single env is a simulator with one slot and the vector env one with ``num_envs`` slots,
 so a vector env and B single envs seeded alike run exactly the same code per episode.
-Each slot owns a NumPy generator that chooses its slices and its random initial lines.
+Each slot owns a NumPy generator that chooses its slices and its random initial lines. A
+slice that cannot be read (damaged file, NaN values) is skipped with a
+:class:`~activemri.data.DataWarning` and recorded in :attr:`Simulator.bad_slices`; the
+episode starts on the next slice instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from gymnasium import spaces
 
-from activemri.data import SliceDataset, SliceMeta
+from activemri.data import CorruptSliceError, DataWarning, SliceDataset, SliceMeta, SliceSample
 from activemri.envs.config import (
     EnvConfig,
     build_dataset,
@@ -83,6 +87,7 @@ class Simulator:
         self.started = [0] * num_slots
         self._perms: list[np.ndarray | None] = [None] * num_slots
         self.episodes: list[Episode | None] = [None] * num_slots
+        self.bad_slices: dict[int, str] = {}
         self.state: EnvState | None = None
 
     # ------------------------------------------------------------------------ spaces
@@ -117,37 +122,61 @@ class Simulator:
 
     def _next_index(self, slot: int) -> tuple[int, int]:
         n = len(self.indices)
-        if self.order == "sequential":
-            position = slot + self.started[slot] * self.num_slots
-            pass_index, within = divmod(position, n)
-            chosen = within
-        else:
-            pass_index, within = divmod(self.started[slot], n)
-            perm = self._perms[slot]
-            if within == 0 or perm is None:
-                perm = self._perms[slot] = self.rngs[slot].permutation(n)
-            chosen = int(perm[within])
-        self.started[slot] += 1
-        return self.indices[chosen], pass_index
+        while True:
+            if self.order == "sequential":
+                position = slot + self.started[slot] * self.num_slots
+                pass_index, within = divmod(position, n)
+                chosen = within
+            else:
+                pass_index, within = divmod(self.started[slot], n)
+                perm = self._perms[slot]
+                if within == 0 or perm is None:
+                    perm = self._perms[slot] = self.rngs[slot].permutation(n)
+                chosen = int(perm[within])
+            self.started[slot] += 1
+            if self.indices[chosen] not in self.bad_slices:
+                return self.indices[chosen], pass_index
+
+    def _load(self, slot: int) -> tuple[SliceSample, int, int]:
+        """Next readable slice of ``slot``; unreadable ones are skipped, recorded, warned about."""
+        while True:
+            index, pass_index = self._next_index(slot)
+            try:
+                return self.dataset[index], index, pass_index
+            except CorruptSliceError as exc:
+                self.bad_slices[index] = str(exc)
+                warnings.warn(f"skipping slice: {exc}", DataWarning, stacklevel=3)
+                if len(self.bad_slices) == len(self.indices):
+                    raise ValueError("every slice of the environment's data is unreadable") from exc
 
     def reset_slots(self, slots: list[int], timer: Timer = _no_timer) -> None:
-        """Start a new episode in each of ``slots`` (sorted, distinct)."""
+        """Start a new episode in each of ``slots`` (sorted, distinct).
+
+        Raises:
+            ValueError: If the scenario leaves nothing to acquire on a slice.
+        """
         kspaces, targets, ranges, valids, masks, lows, budgets = [], [], [], [], [], [], []
+        episodes = []
         with timer("data"):
             for slot in slots:
-                index, pass_index = self._next_index(slot)
-                sample = self.dataset[index]
+                sample, index, pass_index = self._load(slot)
                 if sample.target is None:
                     raise ValueError(
                         f"{sample.meta.file} slice {sample.meta.slice_index} has no target"
                     )
                 valid = sample.meta.valid_columns(self.width).numpy()
                 mask, num_low = self.config.scenario.initial_mask(valid, self.rngs[slot])
+                budget = self.config.scenario.episode_budget(valid, mask)
+                if budget == 0:
+                    raise ValueError(
+                        f"the scenario's initial mask acquires all {int(valid.sum())} measured "
+                        f"lines of {sample.meta.file.name}: nothing is left to choose"
+                    )
                 data_range = sample.meta.max_value
                 if data_range is None:
                     data_range = float(sample.target.max())
-                self.episodes[slot] = Episode(
-                    sample.meta, index, pass_index, float(data_range), int(valid.sum())
+                episodes.append(
+                    Episode(sample.meta, index, pass_index, float(data_range), int(valid.sum()))
                 )
                 kspaces.append(sample.kspace)
                 targets.append(sample.target)
@@ -155,7 +184,7 @@ class Simulator:
                 valids.append(valid)
                 masks.append(mask)
                 lows.append(num_low)
-                budgets.append(self.config.scenario.episode_budget(valid, mask))
+                budgets.append(budget)
             dev = self.device
             new = (
                 torch.stack(kspaces).to(dev),
@@ -173,6 +202,8 @@ class Simulator:
             self.state = fresh
         else:
             self.state.replace_rows(torch.tensor(slots, device=dev), fresh)
+        for slot, episode in zip(slots, episodes, strict=True):
+            self.episodes[slot] = episode
 
     # -------------------------------------------------------------------------- step
     def step(self, actions: torch.Tensor, timer: Timer = _no_timer) -> StepResult:

@@ -44,8 +44,9 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
 
     Torch-native API, for policies on the same device that must not copy to the host:
     :meth:`torch_reset`, :meth:`torch_step` and :meth:`torch_action_masks` take and return
-    tensors on :attr:`device`. The only device-to-host transfer per step is the ``(B,)``
-    termination flags, needed to load the next slices.
+    tensors on :attr:`device`. The only device-to-host transfer per step is ``(2, B)`` flags
+    (which episodes ended, which rewards are not finite), needed to load the next slices and
+    to stop on a broken reconstructor before it corrupts a reset.
 
     Args:
         num_envs: Number of episodes B.
@@ -141,16 +142,24 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         result = self.sim.step(actions, timer=timer)
         info: dict[str, Any] = self.sim.step_info(result)
         obs = self.sim.observation()
-        done_rows = torch.nonzero(result.terminated).flatten().tolist()
+        # One transfer for both: which rows ended, and whether any reward is not finite.
+        flags = torch.stack([result.terminated, ~torch.isfinite(result.reward)]).cpu()
+        if flags[1].any():
+            raise FloatingPointError(
+                f"non-finite rewards {result.reward.tolist()}: the reconstructor returned NaN/inf"
+            )
+        done_rows = torch.nonzero(flags[0]).flatten().tolist()
         if done_rows:
-            final = {
+            final: dict[str, Any] = {
                 "final_obs": obs,
                 "final_info": info,
                 "final_episodes": list(self.sim.episodes),
             }
             self.sim.reset_slots(done_rows, timer=timer)
             obs = self.sim.observation()
-            info = {**self.sim.step_info(None), **final}
+            fresh = self.sim.step_info(result)
+            fresh["repeated"] = result.repeated & ~result.terminated  # reset rows: a fresh start
+            info = {**fresh, **final}
         truncated = torch.zeros_like(result.terminated)
         return obs, result.reward, result.terminated, truncated, info
 
@@ -159,8 +168,11 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     ) -> torch.Tensor:
         """Scores ``(B, K)`` after acquiring each candidate line ``(B, K)``; state unchanged.
 
-        See :meth:`activemri.envs.core.AcquisitionCore.score_candidates`.
+        See :meth:`activemri.envs.core.AcquisitionCore.score_candidates`. The range check of
+        ``lines`` costs one device-to-host transfer.
         """
+        if lines.ndim != 2 or bool(((lines < 0) | (lines >= self.sim.width)).any()):
+            raise ValueError(f"lines must be (B, K) indices in [0, {self.sim.width})")
         return self.sim.core.score_candidates(self.sim.require_state(), lines, metric)
 
     def torch_action_masks(self) -> torch.Tensor:
@@ -185,10 +197,6 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         )
         done = terminated.cpu().numpy()
         rewards = reward.double().cpu().numpy()
-        if not np.all(np.isfinite(rewards)):
-            raise FloatingPointError(
-                f"non-finite rewards {rewards.tolist()}: the reconstructor returned NaN/inf"
-            )
         infos = self._infos(info, list(range(self.num_envs)), self.sim.episodes)
         if done.any():
             rows = np.flatnonzero(done).tolist()

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -96,16 +97,19 @@ def test_repeated_and_padding_actions_change_nothing(device):
 
 def test_observed_kspace_has_exact_positive_zeros(device):
     core = AcquisitionCore(ZeroFilled((h, w)), device=device)
-    state = _reset(core, device)
-    state.kspace[..., 20] = torch.complex(torch.tensor(-0.0), torch.tensor(-0.0))
+    k, target, dr, valid, mask = _inputs(device)
+    k[..., 20] = torch.complex(torch.tensor(-0.0), torch.tensor(-0.0))  # unseen, signed zero
+    state = core.reset(k, target, dr, valid, mask, torch.full((B,), 3, device=device),
+                       torch.full((B,), 5, device=device))  # fmt: skip
     core.step(state, torch.full((B,), 21, device=device))
     unseen = state.observed.permute(0, 3, 1, 2)[~state.mask]
     assert torch.equal(torch.view_as_real(unseen), torch.zeros_like(torch.view_as_real(unseen)))
     assert not torch.signbit(torch.view_as_real(unseen)).any()
 
 
+@pytest.mark.parametrize("noise", ["finite", "nonfinite"])
 @pytest.mark.parametrize("model", [ZeroFilled((h, w)), BlurredZeroFilled((h, w))])
-def test_unacquired_kspace_does_not_leak(model, device):
+def test_unacquired_kspace_does_not_leak(model, noise, device):
     """Perturbing lines never acquired changes no reconstruction, uncertainty or reward."""
     actions = [torch.tensor([5, 6, 7]), torch.tensor([20, 21, 22]), torch.tensor([6, 9, 25])]
     runs = []
@@ -116,10 +120,11 @@ def test_unacquired_kspace_does_not_leak(model, device):
         for a in actions:
             final[torch.arange(B), a.to(device)] = True
         if perturb:
-            noise = 1e3 * torch.randn(
-                k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(9)
-            ).to(device)
-            k = torch.where(final[:, None, None, :], k, noise)
+            gen = torch.Generator().manual_seed(9)
+            junk = 1e3 * torch.randn(k.shape, dtype=k.dtype, generator=gen).to(device)
+            if noise == "nonfinite":
+                junk[..., ::3] = complex(float("inf"), float("nan"))
+            k = torch.where(final[:, None, None, :], k, junk)
         state = core.reset(
             k,
             target,
@@ -180,9 +185,14 @@ def test_replace_rows_and_input_checks(device):
             other.budget[1:2],
         ),
     )
-    assert torch.equal(state.kspace[1], other.kspace[1]) and torch.equal(
-        state.recon[1], other.recon[1]
-    )
+    for f in dataclasses.fields(state):
+        mine, theirs = getattr(state, f.name), getattr(other, f.name)
+        if f.name == "metrics":
+            for key in mine:
+                assert torch.equal(mine[key][1], theirs[key][1]), key
+                assert not torch.equal(mine[key][0], theirs[key][0]), key
+        elif mine is not None:
+            assert torch.equal(mine[1], theirs[1]), f.name
     assert not torch.equal(state.kspace[0], other.kspace[0])
     k, target, dr, valid, mask = _inputs(device)
     with pytest.raises(ValueError, match="target must be"):

@@ -1,6 +1,7 @@
 import pickle
 import shutil
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import h5py
@@ -9,6 +10,7 @@ import pytest
 from env_helpers import CUSTOM, tiny_env
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
+from activemri.data import DataWarning
 from activemri.envs.check import EXPECTED_SB3_WARNINGS
 from activemri.envs.render import MASK_STRIP_HEIGHT
 
@@ -224,6 +226,37 @@ def test_configuration_errors_are_clear(tiny_data):
         gym.make("ActiveMRI/Builtin-v0", data_root=str(tiny_data / "missing"))
     with pytest.raises(RuntimeError, match="reset"):
         tiny_env(tiny_data).step(3)
+    with pytest.raises(ValueError, match="untrained"):
+        tiny_env(tiny_data, reconstructor="activemri.recon_models.unet:UnetReconstructor")
+    with pytest.raises(ValueError, match="nothing is left"):
+        tiny_env(tiny_data, initial_lines=40).reset(seed=0)
+
+
+def test_preset_mappings_take_data_root_and_scenario_fields(tiny_data):
+    from activemri.envs import load_env_config
+
+    config = load_env_config({"data_root": str(tiny_data), "budget": 3, "scenario": "miccai-2l"})
+    assert config.data == str(tiny_data)
+    assert (config.scenario.initial_lines, config.scenario.budget) == (2, 3)
+
+
+def test_unreadable_slices_are_skipped_and_recorded(tiny_data, tmp_path):
+    for src in sorted(tiny_data.glob("*.h5"))[:2]:
+        shutil.copy(src, tmp_path / src.name)
+    broken = sorted(tmp_path.glob("*.h5"))[0]
+    with h5py.File(broken, "r+") as hf:
+        k = hf["kspace"][()]
+        k[1, 0, 0] = np.nan
+        hf["kspace"][...] = k
+    env = tiny_env(tmp_path, order="sequential")
+    seen = []
+    with pytest.warns(DataWarning, match="NaN"):
+        _, info = env.reset(seed=0)
+        for _ in range(5):
+            seen.append((Path(info["file"]).name, info["slice"]))
+            _, info = env.reset()
+    assert (broken.name, 1) not in seen and len(set(seen)) == 5
+    assert list(env.sim.bad_slices) == [1]
 
 
 def test_custom_reconstructor_plugs_in_by_class_path(tiny_data):
@@ -281,3 +314,19 @@ def test_score_candidates_through_the_env(tiny_data):
     assert scores[0] == pytest.approx(step_info["score"], abs=1e-6)
     with pytest.raises(ValueError, match="lines must be"):
         env.score_candidates([99])
+
+
+def test_human_render_draws_a_window_and_closes(tiny_data):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = tiny_env(tiny_data, render_mode="human")
+    env.reset(seed=0)
+    env.step(10)  # human mode renders on every step
+    figure = env._window["figure"]
+    assert plt.fignum_exists(figure.number)
+    assert env._window["image"].get_array().shape[:2] == (46, 3 * 34 - 2)
+    env.close()
+    assert not plt.fignum_exists(figure.number)

@@ -60,14 +60,27 @@ def test_dqn_and_ppo_learn(tiny_data):
 
 def test_maskable_ppo_only_picks_valid_lines(tiny_data):
     venv = _venv(tiny_data, 2)
-    repeats = []
-    original = venv.step_wait
+    checked = []
+    original = venv.step_async
 
-    def spy():
-        out = original()
-        repeats.extend(info["repeated"] for info in out[3])
-        return out
+    def spy(actions):
+        masks = np.stack(venv.env_method("action_masks"))
+        checked.extend(bool(masks[i, a]) for i, a in enumerate(actions))
+        return original(actions)
 
-    venv.step_wait = spy
+    venv.step_async = spy
     MaskablePPO("MultiInputPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0).learn(256)
-    assert len(repeats) >= 256 and not any(repeats)
+    assert len(checked) >= 256 and all(checked)
+
+
+def test_monitor_reports_episodes_and_subset_calls_are_refused(tiny_data):
+    venv = _venv(tiny_data, 2)
+    venv.reset()
+    assert venv.venv.reset_infos[0]["lines_acquired"] == 4
+    episodes = []
+    for t in range(6):
+        _, _, dones, infos = venv.step(np.array([10 + t, 20 + t]))
+        episodes += [info["episode"] for info, done in zip(infos, dones, strict=True) if done]
+    assert len(episodes) == 2 and all(e["l"] == 6 for e in episodes)
+    with pytest.raises(NotImplementedError, match="whole batched env"):
+        venv.env_method("reset", indices=[0])

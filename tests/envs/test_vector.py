@@ -102,3 +102,49 @@ def test_vector_render(tiny_data):
     venv.reset(seed=0)
     frames = venv.render()
     assert len(frames) == 2 and frames[0].shape[2] == 3
+
+
+def test_partial_autoreset_matches_single_envs_including_repeat_flags(tiny_data):
+    """Episodes out of phase: one ends while the other repeats a line in the same step."""
+    kw = {"initial_lines": 28, "order": "shuffle", "reconstructor": CUSTOM}
+    venv = tiny_vec(tiny_data, 2, **kw)
+    singles = [tiny_env(tiny_data, **kw) for _ in range(2)]
+    venv.reset(seed=3)
+    for i, env in enumerate(singles):
+        env.reset(seed=3 + i)
+    # Lines 2, 3, 32, 33 are left (budget 4); shorten env 0's first episode to 2 steps so
+    # that from then on the two sub-envs end at different steps.
+    venv.sim.require_state().budget[0] = 2
+    singles[0].sim.require_state().budget[0] = 2
+    plan = [(2, 18), (3, 18), (32, 2), (33, 18), (2, 3), (3, 32), (32, 18), (33, 2), (2, 3)]
+    uneven = 0
+    for t, (a0, a1) in enumerate(plan):
+        actions = np.array([a0, a1])
+        obs, rewards, terminated, _, infos = venv.step(actions)
+        uneven += int(terminated[0] != terminated[1])
+        for i, env in enumerate(singles):
+            o, r, term, _, info = env.step(int(actions[i]))
+            assert term == terminated[i] and r == pytest.approx(rewards[i], abs=1e-6)
+            source = infos["final_info"] if term else infos
+            assert bool(source["repeated"][i]) == info["repeated"], (t, i)
+            assert source["lines_acquired"][i] == info["lines_acquired"]
+            if term:
+                o, info = env.reset()
+                assert infos["repeated"][i] == False  # noqa: E712  (fresh episode)
+            for k in o:
+                np.testing.assert_allclose(obs[k][i], o[k], atol=1e-6)
+    assert uneven > 0
+
+
+def test_torch_score_candidates_checks_lines(tiny_data):
+    venv = tiny_vec(tiny_data, 2)
+    venv.torch_reset(seed=0)
+    scores = venv.torch_score_candidates(torch.tensor([[10, 11], [12, 13]]))
+    assert scores.shape == (2, 2)
+    for bad in (
+        torch.tensor([[10, -1], [1, 2]]),
+        torch.tensor([[36, 1], [1, 2]]),
+        torch.tensor([1, 2]),
+    ):
+        with pytest.raises(ValueError, match="lines must be"):
+            venv.torch_score_candidates(bad)
