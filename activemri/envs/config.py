@@ -80,6 +80,8 @@ class EnvConfig:
         bf16: Run the reconstructor under bfloat16 autocast on CUDA.
         observe_kspace: Add the observed k-space (real/imag channels) to observations.
         candidate_chunk: Most images per forward when scoring candidate lines.
+        cache_slices: Keep every slice read in host memory, so later episodes on it skip the
+            h5 read (for data that fits in RAM, e.g. built-in data).
         builtin_seed: Seed of built-in data.
         cache_dir: Cache root of built-in data (default ``$ACTIVEMRI_CACHE`` or
             ``~/.cache/activemri``).
@@ -102,6 +104,7 @@ class EnvConfig:
     bf16: bool = False
     observe_kspace: bool = False
     candidate_chunk: int = 64
+    cache_slices: bool = False
     builtin_seed: int = 0
     cache_dir: str | None = None
     id: str | None = None

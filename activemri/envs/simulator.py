@@ -88,6 +88,7 @@ class Simulator:
         self._perms: list[np.ndarray | None] = [None] * num_slots
         self.episodes: list[Episode | None] = [None] * num_slots
         self.bad_slices: dict[int, str] = {}
+        self._cache: dict[int, SliceSample] = {}
         self.state: EnvState | None = None
 
     # ------------------------------------------------------------------------ spaces
@@ -141,8 +142,13 @@ class Simulator:
         """Next readable slice of ``slot``; unreadable ones are skipped, recorded, warned about."""
         while True:
             index, pass_index = self._next_index(slot)
+            if index in self._cache:
+                return self._cache[index], index, pass_index
             try:
-                return self.dataset[index], index, pass_index
+                sample = self.dataset[index]
+                if self.config.cache_slices:
+                    self._cache[index] = sample
+                return sample, index, pass_index
             except CorruptSliceError as exc:
                 self.bad_slices[index] = str(exc)
                 warnings.warn(f"skipping slice: {exc}", DataWarning, stacklevel=3)

@@ -330,3 +330,21 @@ def test_human_render_draws_a_window_and_closes(tiny_data):
     assert env._window["image"].get_array().shape[:2] == (46, 3 * 34 - 2)
     env.close()
     assert not plt.fignum_exists(figure.number)
+
+
+def test_cache_slices_reads_each_slice_once(tiny_data, monkeypatch):
+    from activemri.data import SliceDataset
+
+    env = tiny_env(tiny_data, order="sequential", cache_slices=True)
+    n = len(env.sim.indices)
+    reads = []
+    original = SliceDataset.__getitem__
+    monkeypatch.setattr(
+        SliceDataset, "__getitem__", lambda self, i: reads.append(i) or original(self, i)
+    )
+    first = [env.reset(seed=0)[0]["reconstruction"]] + [
+        env.reset()[0]["reconstruction"] for _ in range(n - 1)
+    ]
+    second = [env.reset()[0]["reconstruction"] for _ in range(n)]
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == n
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
