@@ -9,7 +9,9 @@ costs per step. Each step is split into ``data`` (reading slices, initial masks)
 bookkeeping). The *bare forward* is
 the reconstructor alone on the same batch, timed right after each step; ``ratio`` is the
 in-episode step over it and ``ep_rat`` the step with resets amortized (an episode of T steps
-runs T + 1 forwards, so ``ep_rat >= (T + 1) / T``). The
+runs T + 1 forwards, so ``ep_rat >= (T + 1) / T``). ``peak_MB`` is the CUDA peak allocation of
+the row on GPU; on CPU it is the process's peak resident memory so far (it never goes down
+from one row to the next). The
 reference is ``benchmarks/reference_pipeline.py`` (per-image NumPy inverse FFT and
 scikit-image metrics, the prior-art env step) on the same batch, when available.
 """

@@ -28,6 +28,17 @@ def _numpy(obs: TensorObs) -> NumpyObs:
     return {k: v.cpu().numpy() for k, v in obs.items()}
 
 
+def _to_host(values: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """``(B,)`` tensors to NumPy in one device-to-host transfer (float64 holds them exactly)."""
+    if not values:
+        return {}
+    stacked = torch.stack([v.double() for v in values.values()]).cpu().numpy()
+    return {
+        key: row.astype(torch.empty(0, dtype=v.dtype).numpy().dtype)
+        for (key, v), row in zip(values.items(), stacked, strict=True)
+    }
+
+
 class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     """B active-acquisition episodes stepped together in one batched reconstructor forward.
 
@@ -215,11 +226,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         """Gymnasium's vector info layout: arrays with ``_key`` masks marking ``rows``."""
         present = np.zeros(self.num_envs, dtype=bool)
         present[rows] = True
-        columns: dict[str, np.ndarray] = {
-            key: value.cpu().numpy()
-            for key, value in tensors.items()
-            if isinstance(value, torch.Tensor)
-        }
+        columns = _to_host({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)})
         columns["file"] = np.full(self.num_envs, None, dtype=object)
         columns["slice"] = np.zeros(self.num_envs, dtype=np.int64)
         columns["pass_index"] = np.zeros(self.num_envs, dtype=np.int64)
