@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The registered ActiveMRI/* Gymnasium environments.",
     )  # fmt: skip
     env_commands = env.add_subparsers(dest="env_command", metavar="SUBCOMMAND", required=True)
-    ls = env_commands.add_parser("list", help="registered ids and their presets")
+    ls = env_commands.add_parser("list", help="registered ids with their presets' descriptions")
     ls.set_defaults(func=_env_list)
     ck = env_commands.add_parser(
         "check",
@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="env step time, breakdown, overhead over the bare forward, reference ratio",
         description=(
-            "Time the batched env step (random valid actions, autoreset included) split into "
+            "Time the batched env step (random valid actions, reset cost amortized over the "
+            "episode) split into "
             "data / mask_fft / forward / metric / other, the bare reconstructor forward, "
             "steps/s, peak memory, and the reference per-image pipeline "
             "(benchmarks/reference_pipeline.py) on the same batch. The knee size builds the "

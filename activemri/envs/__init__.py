@@ -41,7 +41,14 @@ __all__ = [
 
 
 def make_sb3_vec_env(env_id: str = "ActiveMRI/Builtin-v0", n_envs: int = 1, **kwargs: Any) -> Any:
-    """See :func:`activemri.envs.sb3.make_sb3_vec_env` (imports Stable-Baselines3)."""
+    """Batched env of ``env_id`` wrapped for SB3 (imports Stable-Baselines3).
+
+    Args:
+        env_id: A registered id.
+        n_envs: Episodes stepped together.
+        **kwargs: ``seed``, ``monitor`` and env overrides; see
+            :func:`activemri.envs.sb3.make_sb3_vec_env`.
+    """
     from activemri.envs.sb3 import make_sb3_vec_env as make
 
     return make(env_id, n_envs, **kwargs)

@@ -6,14 +6,14 @@ is timed too and amortized over the episode length, so a step's time is what an 
 costs per step. Each step is split into ``data`` (reading slices, initial masks),
 ``mask_fft`` (mask and observed k-space update, incremental zero-filled image), ``forward``
 (the reconstructor), ``metric`` (SSIM, PSNR, NMSE, MSE) and ``other`` (observations, info,
-bookkeeping). The *bare forward* is
-the reconstructor alone on the same batch, timed right after each step; ``ratio`` is the
-in-episode step over it and ``ep_rat`` the step with resets amortized (an episode of T steps
-runs T + 1 forwards, so ``ep_rat >= (T + 1) / T``). ``peak_MB`` is the CUDA peak allocation of
-the row on GPU; on CPU it is the process's peak resident memory so far (it never goes down
-from one row to the next). The
-reference is ``benchmarks/reference_pipeline.py`` (per-image NumPy inverse FFT and
-scikit-image metrics, the prior-art env step) on the same batch, when available.
+bookkeeping). The *bare forward* is the reconstructor alone on the same batch, timed right
+after each step; ``ratio`` is the in-episode step over it and ``ep_rat`` the step with resets
+amortized (an episode of T steps runs T + 1 forwards, so ``ep_rat >= (T + 1) / T`` for a
+network; zero-filled rows go below 1 because their step does less than the full-FFT bare
+forward). ``peak_MB`` is the row's CUDA peak allocation on GPU; on CPU, the process's peak
+resident memory so far (it never goes down from one row to the next). The reference is
+``benchmarks/reference_pipeline.py`` (per-image NumPy inverse FFT and scikit-image metrics,
+the prior-art env step) on the same batch, when available.
 """
 
 from __future__ import annotations
@@ -153,7 +153,19 @@ def bench_env(
     steps: int = 20,
     reference: Callable[..., float] | None = None,
 ) -> BenchResult:
-    """Time one configuration (see the module docstring)."""
+    """Time one configuration (see the module docstring).
+
+    Args:
+        size: A key of :data:`SIZES`.
+        recon: ``"zero_filled"`` or ``"unet"``.
+        batch_size: Episodes stepped together.
+        device: Where to run.
+        steps: Timed steps (capped to stay inside one episode).
+        reference: ``time_reference`` of the reference pipeline, or ``None``.
+
+    Returns:
+        The figures.
+    """
     spec = SIZES[size]
     model: Reconstructor | str = (
         "zero_filled" if recon == "zero_filled" else _unet(spec["unet"], device)
@@ -239,6 +251,16 @@ def run_bench(
     full: bool = False,
 ) -> list[BenchResult]:
     """Run every combination and print a table; returns the results.
+
+    Args:
+        devices: ``"cpu"`` / ``"cuda"`` strings.
+        sizes: Keys of :data:`SIZES`.
+        reconstructors: ``"zero_filled"`` and/or ``"unet"``.
+        batch_sizes: Values of B.
+        steps: Timed steps per row.
+        reference: Also time the reference pipeline (zero-filled rows on CPU).
+        echo: Where lines are printed.
+        full: Include the knee-size U-Net on CPU.
 
     The knee-size U-Net (32 channels, 4 levels, 320x320) is skipped on CPU unless ``full``:
     one forward of 64 images takes over a minute there.

@@ -77,7 +77,12 @@ def _run(report: CheckReport, name: str, fn: Callable[[], Any], sb3: bool = Fals
 
 
 def rollout(env: gym.Env[Any, Any], seed: int, max_steps: int = 10_000) -> dict[str, Any]:
-    """One seeded episode choosing the first valid line each step.
+    """One seeded episode choosing the middle valid line each step.
+
+    Args:
+        env: An activemri env (possibly wrapped).
+        seed: Reset seed.
+        max_steps: Safety bound on the episode length.
 
     Returns:
         Observations' checksum, rewards, final info and episode length.

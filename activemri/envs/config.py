@@ -83,8 +83,8 @@ class EnvConfig:
         cache_slices: Keep every slice read in host memory, so later episodes on it skip the
             h5 read (for data that fits in RAM, e.g. built-in data).
         builtin_seed: Seed of built-in data.
-        cache_dir: Cache root of built-in data (default ``$ACTIVEMRI_CACHE`` or
-            ``~/.cache/activemri``).
+        cache_dir: Cache root of built-in data (default ``$ACTIVEMRI_CACHE``, else
+            ``$XDG_CACHE_HOME/activemri`` or ``~/.cache/activemri``).
         id: The registered id this configuration belongs to, if any.
         description: One line about the preset.
         source: The YAML file read, if any.
@@ -207,7 +207,14 @@ def load_env_config(
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; other strings are checked."""
+    """``"auto"`` is CUDA when available, else CPU; other strings are checked.
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ...
+
+    Raises:
+        ValueError: If CUDA is requested but not available.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -218,6 +225,9 @@ def resolve_device(device: str) -> torch.device:
 
 def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
     """Open the configured slices and keep those of one shape.
+
+    Args:
+        config: The environment configuration (``data``, ``split``, filters).
 
     Returns:
         The dataset and the indices of the slices episodes draw from (all of one k-space
@@ -272,6 +282,11 @@ def build_reconstructor_for_env(
     config: EnvConfig, recon_size: tuple[int, int], device: torch.device
 ) -> Reconstructor:
     """The configured reconstructor, checked against the data's reconstruction size.
+
+    Args:
+        config: The environment configuration (``reconstructor`` and its options).
+        recon_size: ``(h, w)`` of the data's targets.
+        device: Where checkpoints are loaded.
 
     Raises:
         ValueError: For a trained model without a checkpoint, or a size mismatch.

@@ -20,7 +20,13 @@ Obs = dict[str, np.ndarray]
 
 
 def host_info(sim: Simulator, tensors: Mapping[str, torch.Tensor], slot: int) -> dict[str, Any]:
-    """The ``info`` dict of one slot as Python scalars (plus the episode's file and slice)."""
+    """The ``info`` dict of one slot as Python scalars (plus the episode's file and slice).
+
+    Args:
+        sim: The simulator.
+        tensors: ``(B,)`` info tensors (see :meth:`Simulator.step_info`).
+        slot: Which episode.
+    """
     info: dict[str, Any] = {}
     for key, value in tensors.items():
         item = value[slot].item()
@@ -40,8 +46,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     An episode holds one slice of fully sampled k-space ``(C, H, W)`` and its target image.
     It starts from an initial mask of central lines; each step the agent acquires one
     phase-encode line (a k-space column); a reconstructor maps the acquired k-space to an
-    image, and the reward is the change of its SSIM to the target (DESIGN sections 1-2). Episodes
-    advance through the batched core (:mod:`activemri.envs.core`), here with B = 1.
+    image, and the reward is the change of its SSIM to the target. Episodes advance through
+    the batched core (:mod:`activemri.envs.core`), here with B = 1.
 
     ## Action Space
     ``Discrete(W)``: the column to acquire. :meth:`action_masks` gives the lines that add
@@ -69,7 +75,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     ``score_t - score_{t-1}`` where the score is SSIM (default), PSNR, -NMSE or -MSE of the
     reconstruction against the target (fastMRI definitions, data range = volume maximum
     ``max`` of the file, else the target slice's maximum). A step that adds no line scores
-    ``-repeat_penalty`` (default 0). Rewards telescope: their sum is final - initial score.
+    ``-repeat_penalty`` (default 0). Rewards telescope: their sum is final - initial score
+    (minus ``repeat_penalty`` per step that added no line).
 
     ## Starting State
     A slice from the configured split (shuffled each pass with the env's ``np_random`` for
@@ -131,7 +138,15 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Obs, dict[str, Any]]:
-        """Start an episode on the next slice (see Starting State)."""
+        """Start an episode on the next slice (see Starting State).
+
+        Args:
+            seed: Reseeds ``np_random`` and restarts the slice order; ``None`` continues.
+            options: Unused (Gymnasium signature).
+
+        Returns:
+            The first observation and the info (metrics of the initial reconstruction).
+        """
         super().reset(seed=seed)
         if seed is not None or self.sim.state is None:
             self.sim.reseed(0, self.np_random)
@@ -139,7 +154,18 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         return self._obs(), host_info(self.sim, self.sim.step_info(None), 0)
 
     def step(self, action: Any) -> tuple[Obs, SupportsFloat, bool, bool, dict[str, Any]]:
-        """Acquire line ``action`` (see Rewards and Episode End)."""
+        """Acquire line ``action`` (see Rewards and Episode End).
+
+        Args:
+            action: A column index in ``[0, W)``.
+
+        Returns:
+            ``(observation, reward, terminated, truncated, info)``.
+
+        Raises:
+            ValueError: For an out-of-range or non-integer action.
+            FloatingPointError: If the reconstructor produced NaN/inf.
+        """
         arr = self.sim.check_actions(np.asarray(action).reshape(1))
         result = self.sim.step(torch.from_numpy(arr).to(self.sim.device))
         info = host_info(self.sim, self.sim.step_info(result), 0)
@@ -196,7 +222,12 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
 
 
 def render_slot(sim: Simulator, slot: int) -> np.ndarray:
-    """The :func:`~activemri.envs.render.compose_frame` of one slot."""
+    """The :func:`~activemri.envs.render.compose_frame` of one slot.
+
+    Args:
+        sim: The simulator.
+        slot: Which episode.
+    """
     state = sim.require_state()
     unc = state.uncertainty
     return compose_frame(

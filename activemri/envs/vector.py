@@ -194,14 +194,30 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[NumpyObs, dict[str, Any]]:
-        """Reset every sub-environment (``seed`` as in :meth:`torch_reset`)."""
+        """Reset every sub-environment.
+
+        Args:
+            seed: As in :meth:`torch_reset`.
+            options: Unused (Gymnasium signature).
+
+        Returns:
+            Batched observations and Gymnasium-layout infos.
+        """
         obs, info = self.torch_reset(seed)
         return _numpy(obs), self._infos(info, list(range(self.num_envs)), self.sim.episodes)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[NumpyObs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every sub-environment; ended ones are reset in the same step."""
+        """Step every sub-environment; ended ones are reset in the same step.
+
+        Args:
+            actions: ``(B,)`` integer columns in ``[0, W)``.
+
+        Returns:
+            ``(obs, rewards, terminated, truncated, infos)``; see the class docstring for
+            ``final_obs`` / ``final_info``.
+        """
         arr = self.sim.check_actions(np.asarray(actions).reshape(-1))
         obs, reward, terminated, truncated, info = self.torch_step(
             torch.from_numpy(arr).to(self.device), check=False
