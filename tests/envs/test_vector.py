@@ -148,3 +148,25 @@ def test_torch_score_candidates_checks_lines(tiny_data):
     ):
         with pytest.raises(ValueError, match="lines must be"):
             venv.torch_score_candidates(bad)
+
+
+@pytest.mark.gpu
+def test_vector_env_on_cuda_matches_cpu(tiny_data):
+    kw = {"reconstructor": CUSTOM, "order": "shuffle"}
+    cpu, gpu = tiny_vec(tiny_data, B, **kw), tiny_vec(tiny_data, B, device="cuda", **kw)
+    cpu.reset(seed=0)
+    gpu.reset(seed=0)
+    for t in range(8):
+        actions = _actions(t)
+        obs_c, rew_c, term_c, _, _ = cpu.step(actions)
+        obs_g, rew_g, term_g, _, _ = gpu.step(actions)
+        np.testing.assert_allclose(rew_c, rew_g, atol=1e-4)
+        assert np.array_equal(term_c, term_g)
+        for k in obs_c:
+            np.testing.assert_allclose(obs_c[k], obs_g[k], atol=1e-4, rtol=1e-4)
+    obs, _ = gpu.torch_reset(seed=1)
+    assert all(v.device.type == "cuda" for v in obs.values())
+    fast = tiny_vec(tiny_data, 2, device="cuda", bf16=True, reconstructor=CUSTOM)
+    fast.reset(seed=0)
+    _, rewards, _, _, _ = fast.step(np.array([10, 11]))
+    assert np.isfinite(rewards).all()
