@@ -1,0 +1,212 @@
+"""Sequential sampling policies: one contract, ``act(obs, state) -> actions``.
+
+A policy sees the batched observation tensors of :meth:`ActiveMRIVectorEnv.torch_step` and
+the core's :class:`~activemri.envs.core.EnvState` (DESIGN section 4), and returns one long
+column index per episode on the state's device. Heuristics read only what an agent may know
+(the mask, the measured lines, the reconstruction and its uncertainty); the greedy oracle is
+the exception by design: it scores candidate lines against the ground truth.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from activemri.envs.core import AcquisitionCore, EnvState
+
+__all__ = [
+    "FixedOrderPolicy",
+    "GreedyOraclePolicy",
+    "LowToHighPolicy",
+    "Policy",
+    "RandomPolicy",
+    "UncertaintyPolicy",
+    "center_out_order",
+    "free_lines",
+]
+
+Obs = Mapping[str, torch.Tensor]
+
+
+def free_lines(state: EnvState) -> torch.Tensor:
+    """Bool ``(B, W)``: measured lines not yet acquired (the valid actions)."""
+    return state.valid & ~state.mask
+
+
+def center_out_order(width: int) -> list[int]:
+    """Columns from the center outwards, alternating sides, left first on ties.
+
+    The center is column ``W // 2``, where fastMRI's central block of one line sits.
+    """
+    center = width // 2
+    return sorted(range(width), key=lambda c: (abs(c - center), c))
+
+
+def _pick_lowest(free: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """Per row, the free column of lowest ``rank`` (``(W,)`` float); any column if none is free."""
+    scores = torch.where(free, rank, torch.full_like(rank, float("inf")).expand_as(free))
+    return scores.argmin(dim=1)
+
+
+class Policy(ABC):
+    """Chooses the next line of every episode.
+
+    Attributes:
+        name: Short name used in reports.
+    """
+
+    name: str = "policy"
+
+    @abstractmethod
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """Actions for all B episodes.
+
+        Args:
+            obs: Observation tensors (``reconstruction``, ``mask``, ``uncertainty``, ...).
+            state: The episodes' state (on the env's device).
+
+        Returns:
+            Long ``(B,)`` column indices; a measured, unacquired line wherever one is left.
+        """
+
+
+class RandomPolicy(Policy):
+    """A uniformly random measured, unacquired line.
+
+    Args:
+        seed: Seed of the policy's own generator (no global random state is used).
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """See :meth:`Policy.act`."""
+        free = free_lines(state)
+        device = free.device
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        weights = free.float() + (~free.any(dim=1, keepdim=True)).float()  # full rows: any
+        return torch.multinomial(weights, 1, generator=self._generators[device]).squeeze(1)
+
+
+class FixedOrderPolicy(Policy):
+    """Plays a fixed ordering of lines: the first line of ``order`` not yet acquired.
+
+    This is how a fixed mask (or a learned ordering) is evaluated step by step inside the
+    environment. Lines not in ``order`` come after it, center-out.
+
+    Args:
+        order: Columns in acquisition order.
+        name: Report name.
+    """
+
+    def __init__(self, order: Sequence[int], name: str = "fixed_order") -> None:
+        if len(set(order)) != len(order):
+            raise ValueError("order must not repeat a column")
+        self.order = [int(c) for c in order]
+        self.name = name
+        self._ranks: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    @classmethod
+    def from_mask(
+        cls, mask: Sequence[bool] | np.ndarray, name: str = "fixed_mask"
+    ) -> FixedOrderPolicy:
+        """The lines of a fixed mask, center-out (so every budget up to its size plays it)."""
+        chosen = set(np.flatnonzero(np.asarray(mask, dtype=bool)).tolist())
+        return cls([c for c in center_out_order(len(mask)) if c in chosen], name=name)
+
+    def _rank(self, width: int, device: torch.device) -> torch.Tensor:
+        key = (width, device)
+        if key not in self._ranks:
+            if any(c >= width or c < 0 for c in self.order):
+                raise ValueError(f"order has columns outside [0, {width})")
+            rank = np.full(width, np.inf)
+            rank[self.order] = np.arange(len(self.order))
+            rest = [c for c in center_out_order(width) if not np.isfinite(rank[c])]
+            rank[rest] = len(self.order) + np.arange(len(rest))
+            self._ranks[key] = torch.as_tensor(rank, dtype=torch.float32, device=device)
+        return self._ranks[key]
+
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """See :meth:`Policy.act`."""
+        free = free_lines(state)
+        return _pick_lowest(free, self._rank(free.shape[1], free.device))
+
+
+class LowToHighPolicy(FixedOrderPolicy):
+    """The unacquired line nearest the center, alternating sides (low frequencies first)."""
+
+    def __init__(self) -> None:
+        super().__init__([], name="low_to_high")
+
+
+class GreedyOraclePolicy(Policy):
+    """One-step lookahead with the ground truth: the line whose acquisition scores best.
+
+    Every measured, unacquired line of every episode is scored with the core's batched
+    :meth:`~activemri.envs.core.AcquisitionCore.score_candidates` (one forward per
+    candidate, in chunks; rank-one updates with the zero-filled reconstructor). An upper
+    reference for one-step policies, not a deployable one: it reads the target.
+
+    Args:
+        core: The env's core (``env.unwrapped.core``).
+        metric: Score to maximize (default: the reward metric).
+    """
+
+    name = "greedy_oracle"
+
+    def __init__(self, core: AcquisitionCore, metric: str | None = None) -> None:
+        self.core = core
+        self.metric = metric
+
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """See :meth:`Policy.act`."""
+        free = free_lines(state)
+        counts = free.sum(dim=1)
+        k = max(1, int(counts.max().item()))
+        # Free columns first in each row; rows with fewer repeat their first candidate.
+        order = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :k]
+        position = torch.arange(k, device=free.device).expand_as(order)
+        padded = torch.where(position < counts[:, None].clamp_min(1), order, order[:, :1])
+        scores = self.core.score_candidates(state, padded, self.metric)
+        scores = torch.where(position < counts[:, None], scores, float("-inf"))
+        best = padded.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+        return torch.where(counts > 0, best, order[:, 0])
+
+
+class UncertaintyPolicy(Policy):
+    """The unacquired line where the predicted error has the most energy in k-space.
+
+    Rule: the uncertainty map ``sigma`` (per-pixel standard deviation of the reconstruction)
+    is read as the magnitude of the error the reconstruction is expected to make. Its 1-D
+    centered Fourier transform along the phase-encode axis, summed as power over the
+    readout axis, gives for each phase-encode line ``j`` the energy of that expected error
+    at frequency ``j`` (the image crop is zero-padded back to the k-space width first).
+    Acquiring line ``j`` replaces the network's guess at that frequency by measured data, so
+    the line whose frequency carries the most expected error is the one whose content is
+    most uncertain. Needs a reconstructor with an uncertainty head.
+    """
+
+    name = "uncertainty"
+
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """See :meth:`Policy.act`."""
+        if state.uncertainty is None:
+            raise ValueError("UncertaintyPolicy needs a reconstructor with an uncertainty head")
+        sigma = state.uncertainty
+        width = state.mask.shape[1]
+        pad = width - sigma.shape[-1]
+        padded = torch.nn.functional.pad(sigma, (pad // 2, pad - pad // 2)) if pad > 0 else sigma
+        spectrum = torch.fft.fftshift(
+            torch.fft.fft(torch.fft.ifftshift(padded, dim=-1), dim=-1, norm="ortho"), dim=-1
+        )
+        energy = spectrum.abs().square().sum(dim=-2)  # (B, W)
+        free = free_lines(state)
+        return _pick_lowest(free, -energy)
