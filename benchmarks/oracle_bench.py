@@ -1,0 +1,122 @@
+"""Greedy-oracle step: batched candidate scoring vs the bare forwards vs one-by-one stepping.
+
+One oracle step scores every measured, unacquired line of every episode. This script times:
+
+- ``batched``: :class:`activemri.agents.GreedyOraclePolicy` (the core's ``score_candidates``:
+  candidates in chunks of ``candidate_chunk`` images per forward; rank-one image updates with
+  the zero-filled reconstructor);
+- ``bare``: only the reconstructor forwards that scoring needs (same chunks, same inputs);
+- ``one-by-one``: the prior-art way, each candidate stepped through the public single-env
+  ``step`` API from a saved state (one forward of batch 1 per candidate).
+
+Usage::
+
+    python benchmarks/oracle_bench.py --device cpu --batch-size 4 --reconstructor unet
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+import activemri  # noqa: F401  (registers the env ids)
+from activemri.agents import GreedyOraclePolicy, free_lines
+from activemri.envs import ActiveMRIEnv, ActiveMRIVectorEnv
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--reconstructor", choices=["unet", "zero_filled"], default="unet")
+    parser.add_argument("--chunk", type=int, default=64, help="candidate_chunk")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    recon = {} if args.reconstructor == "unet" else {"reconstructor": "zero_filled"}
+    config = {"split": "test", "device": args.device, "candidate_chunk": args.chunk, **recon}
+
+    venv = ActiveMRIVectorEnv(args.batch_size, preset="builtin-v0", **config)
+    venv.torch_reset(seed=0)
+    state = venv.sim.require_state()
+    oracle = GreedyOraclePolicy(venv.core)
+    oracle.act({}, state)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    choice = oracle.act({}, state)
+    _sync(device)
+    batched = time.perf_counter() - start
+    candidates = int(free_lines(state).sum())
+
+    # The forwards scoring needs: the same images, in the same chunk sizes.
+    free = free_lines(state)
+    rows, cols = torch.nonzero(free, as_tuple=True)
+    model = venv.core.reconstructor
+    bare = 0.0
+    with torch.no_grad():
+        for s in range(0, rows.numel(), args.chunk):
+            r, c = rows[s : s + args.chunk], cols[s : s + args.chunk]
+            mask = state.mask[r].clone()
+            n = torch.arange(r.numel(), device=device)
+            mask[n, c] = True
+            observed = torch.where(mask[:, None, None, :], state.kspace[r], 0)
+            _sync(device)
+            t0 = time.perf_counter()
+            if args.reconstructor == "unet":
+                model(observed, mask, num_low_frequencies=state.num_low[r])
+            else:
+                model(observed, mask)
+            _sync(device)
+            bare += time.perf_counter() - t0
+
+    # One by one through the public step API of single envs on the same slices.
+    one_by_one = 0.0
+    for b in range(args.batch_size):
+        env = ActiveMRIEnv("builtin-v0", **config)
+        env.reset(seed=0)
+        env.sim.state = _row(venv, b)  # same slice and mask as row b
+        saved = copy.deepcopy(env.sim.state)
+        scores = []
+        _sync(device)
+        t0 = time.perf_counter()
+        for col in np.flatnonzero(env.action_masks()):
+            _, _, _, _, info = env.step(int(col))
+            scores.append((info["score"], int(col)))
+            env.sim.state = copy.deepcopy(saved)
+        _sync(device)
+        one_by_one += time.perf_counter() - t0
+        assert max(scores)[1] == int(choice[b]) or np.isclose(
+            max(scores)[0], next(s for s, c in scores if c == int(choice[b])), atol=1e-6
+        )
+    print(
+        f"device {args.device}, {args.reconstructor}, B={args.batch_size}, "
+        f"{candidates} candidates, chunk {args.chunk}\n"
+        f"  batched oracle step : {batched * 1e3:9.1f} ms\n"
+        f"  bare forwards       : {bare * 1e3:9.1f} ms   (oracle / bare = {batched / bare:.2f})\n"
+        f"  one by one (step API): {one_by_one * 1e3:9.1f} ms   "
+        f"(one-by-one / batched = {one_by_one / batched:.1f}x)"
+    )
+
+
+def _row(venv: ActiveMRIVectorEnv, b: int):  # type: ignore[no-untyped-def]
+    state = copy.deepcopy(venv.sim.require_state())
+    for name in ("kspace", "observed", "target", "data_range", "mask", "valid", "num_low",
+                 "steps", "budget", "recon", "uncertainty", "score", "scale",
+                 "line_images", "coil_images"):  # fmt: skip
+        value = getattr(state, name)
+        if value is not None:
+            setattr(state, name, value[b : b + 1].clone())
+    state.metrics = {k: v[b : b + 1].clone() for k, v in state.metrics.items()}
+    return state
+
+
+if __name__ == "__main__":
+    main()
