@@ -11,6 +11,7 @@ columns outside ``valid`` (zero-padded edges of real k-space) are never sampled.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -20,10 +21,16 @@ __all__ = [
     "MASK_TYPES",
     "BoolArray",
     "center_block",
+    "equispaced_fastmri_mask",
     "equispaced_mask",
+    "lines_for_acceleration",
     "low_to_high_mask",
     "make_mask",
+    "random_fastmri_mask",
     "random_mask",
+    "variable_density_mask",
+    "variable_density_polynomial_mask",
+    "volume_seed",
 ]
 
 BoolArray = NDArray[np.bool_]
@@ -75,16 +82,106 @@ def random_mask(
     num_low_frequencies: int,
     rng: np.random.Generator,
     valid: BoolArray | None = None,
+    exact: bool = True,
 ) -> tuple[BoolArray, int]:
-    """Central block plus uniformly random other columns, exactly ``num_lines`` in all.
+    """Central block plus uniformly random other columns.
 
-    Arguments and result follow the module's mask-function contract (see :func:`make_mask`).
+    With ``exact=True`` exactly ``num_lines`` columns are acquired. With ``exact=False``
+    (fastMRI's ``RandomMaskFunc`` semantics) every other valid column is kept independently
+    with probability ``p = (num_lines - n_center) / n_other``, so ``num_lines`` is the
+    *expected* count. Other arguments and the result follow the module's mask-function
+    contract (see :func:`make_mask`).
     """
     base, free = _prepare(width, num_lines, num_low_frequencies, valid)
     mask = base.copy()
-    extra = rng.choice(np.flatnonzero(free), size=num_lines - int(base.sum()), replace=False)
-    mask[extra] = True
+    wanted = num_lines - int(base.sum())
+    if exact:
+        mask[rng.choice(np.flatnonzero(free), size=wanted, replace=False)] = True
+    elif wanted > 0:
+        mask |= free & (rng.uniform(size=width) < wanted / free.sum())
     return mask, num_low_frequencies
+
+
+def random_fastmri_mask(
+    width: int,
+    num_lines: int,
+    num_low_frequencies: int,
+    rng: np.random.Generator,
+    valid: BoolArray | None = None,
+) -> tuple[BoolArray, int]:
+    """:func:`random_mask` with ``exact=False``: fastMRI's expected-count semantics."""
+    return random_mask(width, num_lines, num_low_frequencies, rng, valid, exact=False)
+
+
+def equispaced_fastmri_mask(
+    width: int,
+    num_lines: int,
+    num_low_frequencies: int,
+    rng: np.random.Generator,
+    valid: BoolArray | None = None,
+) -> tuple[BoolArray, int]:
+    """Every ``A``-th column from a random offset (fastMRI's ``EquispacedMaskFunc``).
+
+    ``A = round(W / num_lines)`` (the acceleration ``num_lines`` stands for); the central block
+    is added on top, so more than ``num_lines`` columns are usually acquired (the effective
+    acceleration is below ``A``, as in fastMRI). Use :func:`equispaced_mask` for an exact
+    count. Arguments and result follow the module's mask-function contract.
+    """
+    base, free = _candidates(width, num_low_frequencies, valid)
+    if num_lines < 1:
+        raise ValueError(f"num_lines must be >= 1, got {num_lines}")
+    spacing = max(1, round(width / num_lines))
+    mask = base.copy()
+    grid = np.arange(int(rng.integers(spacing)), width, spacing)
+    mask[grid[free[grid]]] = True
+    return mask, num_low_frequencies
+
+
+def variable_density_mask(
+    width: int,
+    num_lines: int,
+    num_low_frequencies: int,
+    rng: np.random.Generator,
+    valid: BoolArray | None = None,
+    profile: str = "gaussian",
+    width_fraction: float = 0.3,
+    power: float = 2.0,
+) -> tuple[BoolArray, int]:
+    """Central block plus columns drawn without replacement from a 1-D density, exact count.
+
+    The density over the distance ``d`` of a column from the center, in units of half the
+    width, is ``exp(-d^2 / (2 s^2))`` with ``s = width_fraction`` (``profile="gaussian"``) or
+    ``(1 - d)^power`` (``profile="polynomial"``), floored at 1e-3 so every valid column can be
+    drawn. Low frequencies, which carry most of the image energy, are sampled more densely.
+    Other arguments and the result follow the module's mask-function contract.
+    """
+    base, free = _prepare(width, num_lines, num_low_frequencies, valid)
+    distance = np.abs(np.arange(width) - width // 2) / max(1.0, width / 2)
+    if profile == "gaussian":
+        density = np.exp(-(distance**2) / (2 * width_fraction**2))
+    elif profile == "polynomial":
+        density = np.clip(1.0 - distance, 0.0, 1.0) ** power
+    else:
+        raise ValueError(f"profile must be 'gaussian' or 'polynomial', got {profile!r}")
+    candidates = np.flatnonzero(free)
+    weights = np.maximum(density[candidates], 1e-3)
+    mask = base.copy()
+    wanted = num_lines - int(base.sum())
+    mask[rng.choice(candidates, size=wanted, replace=False, p=weights / weights.sum())] = True
+    return mask, num_low_frequencies
+
+
+def variable_density_polynomial_mask(
+    width: int,
+    num_lines: int,
+    num_low_frequencies: int,
+    rng: np.random.Generator,
+    valid: BoolArray | None = None,
+) -> tuple[BoolArray, int]:
+    """:func:`variable_density_mask` with the polynomial profile ``(1 - d)^2``."""
+    return variable_density_mask(
+        width, num_lines, num_low_frequencies, rng, valid, profile="polynomial"
+    )
 
 
 def equispaced_mask(
@@ -143,9 +240,33 @@ def low_to_high_mask(
 MaskFunction = Callable[..., tuple[BoolArray, int]]
 MASK_TYPES: dict[str, MaskFunction] = {
     "random": random_mask,
+    "random_fastmri": random_fastmri_mask,
     "equispaced": equispaced_mask,
+    "equispaced_fastmri": equispaced_fastmri_mask,
+    "variable_density": variable_density_mask,
+    "variable_density_polynomial": variable_density_polynomial_mask,
     "low_to_high": low_to_high_mask,
 }
+"""Mask functions by name. Exact count: ``random``, ``equispaced`` (spacing adjusted so the
+total is exact, fastMRI's equispaced-fraction idea), ``variable_density`` (Gaussian),
+``variable_density_polynomial``, ``low_to_high`` (center-out). fastMRI semantics, count not
+exact: ``random_fastmri`` (expected count), ``equispaced_fastmri`` (every A-th column)."""
+
+
+def lines_for_acceleration(num_valid: int, acceleration: float) -> int:
+    """Lines an acceleration stands for: ``round(num_valid / acceleration)``, at least 1."""
+    if acceleration < 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    return max(1, round(num_valid / acceleration))
+
+
+def volume_seed(file_name: str) -> int:
+    """A stable per-volume seed: the CRC32 of the file name.
+
+    Every slice of a volume, in any process or order, then gets the same mask, as fastMRI
+    seeds masks by file name.
+    """
+    return zlib.crc32(file_name.encode())
 
 
 def make_mask(
@@ -159,7 +280,7 @@ def make_mask(
     """Dispatch to a mask function by name (see :data:`MASK_TYPES`).
 
     Args:
-        mask_type: ``random``, ``equispaced`` or ``low_to_high``.
+        mask_type: A key of :data:`MASK_TYPES`.
         width: K-space width ``W``.
         num_lines: Total acquired columns.
         num_low_frequencies: Central block size.

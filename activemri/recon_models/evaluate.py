@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from activemri.data import SliceDataset, SliceSample
 from activemri.kspace import zero_filled
-from activemri.masks import make_mask
+from activemri.masks import make_mask, volume_seed
 from activemri.metrics import ssim
 from activemri.recon_models.base import Reconstructor
 
@@ -81,7 +80,7 @@ class MaskedSlices(Dataset[dict[str, Any]]):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample: SliceSample = self.dataset[index]
-        key = zlib.crc32(sample.meta.file.name.encode()) if self.per_volume else index
+        key = volume_seed(sample.meta.file.name) if self.per_volume else index
         rng = np.random.default_rng([self.seed, self.epoch, key])
         mask, num_low = self.mask_rule(sample, rng)
         target = sample.target

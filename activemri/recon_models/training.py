@@ -105,7 +105,7 @@ class TrainConfig:
     lr_step: int = 40
     lr_gamma: float = 0.1
     weight_decay: float = 0.0
-    patterns: list[str] = field(default_factory=lambda: list(MASK_TYPES))
+    patterns: list[str] = field(default_factory=lambda: ["random", "equispaced", "low_to_high"])
     max_fraction: float = 0.5
     acs_accelerations: list[float] = field(default_factory=lambda: [4.0, 8.0])
     ssdu_acceleration: float = 4.0
