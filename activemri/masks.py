@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,10 +27,8 @@ __all__ = [
     "lines_for_acceleration",
     "low_to_high_mask",
     "make_mask",
-    "random_fastmri_mask",
     "random_mask",
     "variable_density_mask",
-    "variable_density_polynomial_mask",
     "volume_seed",
 ]
 
@@ -102,17 +101,6 @@ def random_mask(
     return mask, num_low_frequencies
 
 
-def random_fastmri_mask(
-    width: int,
-    num_lines: int,
-    num_low_frequencies: int,
-    rng: np.random.Generator,
-    valid: BoolArray | None = None,
-) -> tuple[BoolArray, int]:
-    """:func:`random_mask` with ``exact=False``: fastMRI's expected-count semantics."""
-    return random_mask(width, num_lines, num_low_frequencies, rng, valid, exact=False)
-
-
 def equispaced_fastmri_mask(
     width: int,
     num_lines: int,
@@ -171,19 +159,6 @@ def variable_density_mask(
     return mask, num_low_frequencies
 
 
-def variable_density_polynomial_mask(
-    width: int,
-    num_lines: int,
-    num_low_frequencies: int,
-    rng: np.random.Generator,
-    valid: BoolArray | None = None,
-) -> tuple[BoolArray, int]:
-    """:func:`variable_density_mask` with the polynomial profile ``(1 - d)^2``."""
-    return variable_density_mask(
-        width, num_lines, num_low_frequencies, rng, valid, profile="polynomial"
-    )
-
-
 def equispaced_mask(
     width: int,
     num_lines: int,
@@ -240,11 +215,11 @@ def low_to_high_mask(
 MaskFunction = Callable[..., tuple[BoolArray, int]]
 MASK_TYPES: dict[str, MaskFunction] = {
     "random": random_mask,
-    "random_fastmri": random_fastmri_mask,
+    "random_fastmri": partial(random_mask, exact=False),
     "equispaced": equispaced_mask,
     "equispaced_fastmri": equispaced_fastmri_mask,
     "variable_density": variable_density_mask,
-    "variable_density_polynomial": variable_density_polynomial_mask,
+    "variable_density_polynomial": partial(variable_density_mask, profile="polynomial"),
     "low_to_high": low_to_high_mask,
 }
 """Mask functions by name. Exact count: ``random``, ``equispaced`` (spacing adjusted so the

@@ -44,7 +44,8 @@ class BlurredZeroFilled(Reconstructor):
 CUSTOM = "env_helpers:BlurredZeroFilled"
 
 
-def tiny_env(data, **overrides: Any) -> ActiveMRIEnv:
+def tiny_config(data, **overrides: Any) -> dict[str, Any]:
+    """Env overrides for tiny data: zero-filled, 4 central lines, 6 steps, CPU."""
     config: dict[str, Any] = {
         "data_root": str(data),
         "split": None,
@@ -54,17 +55,12 @@ def tiny_env(data, **overrides: Any) -> ActiveMRIEnv:
         "device": "cpu",
     }
     config.update(overrides)
-    return ActiveMRIEnv(**config)
+    return config
+
+
+def tiny_env(data, **overrides: Any) -> ActiveMRIEnv:
+    return ActiveMRIEnv(**tiny_config(data, **overrides))
 
 
 def tiny_vec(data, num_envs: int, **overrides: Any) -> ActiveMRIVectorEnv:
-    config: dict[str, Any] = {
-        "data_root": str(data),
-        "split": None,
-        "reconstructor": "zero_filled",
-        "initial_lines": 4,
-        "budget": 6,
-        "device": "cpu",
-    }
-    config.update(overrides)
-    return ActiveMRIVectorEnv(num_envs, **config)
+    return ActiveMRIVectorEnv(num_envs, **tiny_config(data, **overrides))

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from activemri.agents.policies import RandomPolicy
 from activemri.envs.vector import ActiveMRIVectorEnv
 from activemri.recon_models.base import Reconstructor
 
@@ -140,11 +141,6 @@ def _unet(size: str, device: torch.device) -> Reconstructor:
     return UnetReconstructor((320, 320), chans=32, num_pool_layers=4, uncertainty=True).to(device)
 
 
-def _random_valid(masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    weights = masks.float() + 1e-12
-    return torch.multinomial(weights, 1, generator=gen).squeeze(1)
-
-
 def bench_env(
     size: str,
     recon: str,
@@ -176,9 +172,9 @@ def bench_env(
         reconstructor=model,
         device=str(device),
     )
-    gen = torch.Generator(device=device).manual_seed(0)
+    policy = RandomPolicy(seed=0)
     venv.torch_reset(seed=0)  # warm-up: first reads, allocator, kernels
-    venv.torch_step(_random_valid(venv.torch_action_masks(), gen), check=False)
+    venv.torch_step(policy.act({}, venv.sim.require_state()), check=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reset_timer = SectionTimer(device)
@@ -190,7 +186,7 @@ def bench_env(
     step_s = bare_s = 0.0
     forward = venv.core.reconstructor
     for _ in range(steps):
-        actions = _random_valid(venv.torch_action_masks(), gen)
+        actions = policy.act({}, venv.sim.require_state())
         _sync(device)
         start = time.perf_counter()
         venv.torch_step(actions, check=False, timer=timer)

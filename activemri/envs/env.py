@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from activemri.envs.config import EnvConfig, load_env_config
+from activemri.envs.config import EnvConfig
 from activemri.envs.render import compose_frame, show_frame
 from activemri.envs.simulator import Simulator
 
@@ -27,10 +27,9 @@ def host_info(sim: Simulator, tensors: Mapping[str, torch.Tensor], slot: int) ->
         tensors: ``(B,)`` info tensors (see :meth:`Simulator.step_info`).
         slot: Which episode.
     """
-    info: dict[str, Any] = {}
-    for key, value in tensors.items():
-        item = value[slot].item()
-        info[key] = bool(item) if value.dtype == torch.bool else item
+    info: dict[str, Any] = {
+        key: column[slot].item() for key, column in sim.to_host(tensors).items()
+    }
     episode = sim.episodes[slot]
     if episode is not None:
         info["file"] = str(episode.meta.file)
@@ -117,12 +116,11 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        config = preset if isinstance(preset, EnvConfig) else load_env_config(preset, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
-        self.config = config
         self.render_mode = render_mode
-        self.sim = Simulator(config, 1)
+        self.sim = Simulator.build(preset, 1, overrides)
+        self.config = self.sim.config
         self.observation_space = self.sim.observation_space()  # type: ignore[assignment]
         self.action_space = gym.spaces.Discrete(self.sim.width)
         self._window: dict[str, Any] = {}

@@ -11,7 +11,10 @@ episode starts on the next slice instead.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +25,7 @@ from activemri.envs.config import (
     EnvConfig,
     build_dataset,
     build_reconstructor_for_env,
+    load_env_config,
     resolve_device,
 )
 from activemri.envs.core import AcquisitionCore, EnvState, StepResult, Timer, _no_timer
@@ -90,6 +94,20 @@ class Simulator:
         self.bad_slices: dict[int, str] = {}
         self._cache: dict[int, SliceSample] = {}
         self.state: EnvState | None = None
+
+    @classmethod
+    def build(
+        cls,
+        preset: str | Path | Mapping[str, Any] | EnvConfig | None,
+        num_slots: int,
+        overrides: Mapping[str, Any],
+    ) -> Simulator:
+        """A simulator from a preset (name, YAML path, mapping or config) and overrides."""
+        if isinstance(preset, EnvConfig):
+            if overrides:
+                raise ValueError("overrides cannot be combined with an EnvConfig; edit the config")
+            return cls(preset, num_slots)
+        return cls(load_env_config(preset, **overrides), num_slots)
 
     # ------------------------------------------------------------------------ spaces
     @property
@@ -237,6 +255,17 @@ class Simulator:
         return arr.astype(np.int64)
 
     # ------------------------------------------------------------------ observations
+    @staticmethod
+    def to_host(values: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """``(B,)`` tensors to NumPy in one device-to-host transfer (float64 holds them exactly)."""
+        if not values:
+            return {}
+        stacked = torch.stack([v.double() for v in values.values()]).cpu().numpy()
+        return {
+            key: row.astype(torch.empty(0, dtype=v.dtype).numpy().dtype)
+            for (key, v), row in zip(values.items(), stacked, strict=True)
+        }
+
     def observation(self) -> dict[str, torch.Tensor]:
         """Batched observation tensors on the env's device (see the env docstrings)."""
         state = self.require_state()

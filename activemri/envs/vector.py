@@ -13,7 +13,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from activemri.envs.config import EnvConfig, load_env_config
+from activemri.envs.config import EnvConfig
 from activemri.envs.core import Timer, _no_timer
 from activemri.envs.env import render_slot
 from activemri.envs.simulator import Episode, Simulator
@@ -26,17 +26,6 @@ NumpyObs = dict[str, np.ndarray]
 
 def _numpy(obs: TensorObs) -> NumpyObs:
     return {k: v.cpu().numpy() for k, v in obs.items()}
-
-
-def _to_host(values: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """``(B,)`` tensors to NumPy in one device-to-host transfer (float64 holds them exactly)."""
-    if not values:
-        return {}
-    stacked = torch.stack([v.double() for v in values.values()]).cpu().numpy()
-    return {
-        key: row.astype(torch.empty(0, dtype=v.dtype).numpy().dtype)
-        for (key, v), row in zip(values.items(), stacked, strict=True)
-    }
 
 
 class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
@@ -79,12 +68,11 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
-        config = preset if isinstance(preset, EnvConfig) else load_env_config(preset, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
-        self.config = config
         self.render_mode = render_mode
-        self.sim = Simulator(config, num_envs)
+        self.sim = Simulator.build(preset, num_envs, overrides)
+        self.config = self.sim.config
         self.num_envs = num_envs
         self.single_observation_space = self.sim.observation_space()
         self.single_action_space = spaces.Discrete(self.sim.width)
@@ -242,7 +230,9 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         """Gymnasium's vector info layout: arrays with ``_key`` masks marking ``rows``."""
         present = np.zeros(self.num_envs, dtype=bool)
         present[rows] = True
-        columns = _to_host({k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)})
+        columns = Simulator.to_host(
+            {k: v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+        )
         columns["file"] = np.full(self.num_envs, None, dtype=object)
         columns["slice"] = np.zeros(self.num_envs, dtype=np.int64)
         columns["pass_index"] = np.zeros(self.num_envs, dtype=np.int64)

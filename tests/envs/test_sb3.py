@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from env_helpers import tiny_config
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
 from stable_baselines3 import DQN, PPO
@@ -10,16 +11,9 @@ pytestmark = pytest.mark.slow
 
 
 def _venv(data, n_envs, **kw):
-    config = {
-        "data_root": str(data),
-        "split": None,
-        "reconstructor": "zero_filled",
-        "initial_lines": 4,
-        "budget": 6,
-        "device": "cpu",
-    }
-    config.update(kw)
-    return make_sb3_vec_env("ActiveMRI/Builtin-v0", n_envs=n_envs, seed=0, **config)
+    return make_sb3_vec_env(
+        "ActiveMRI/Builtin-v0", n_envs=n_envs, seed=0, **tiny_config(data, **kw)
+    )
 
 
 def test_adapter_follows_sb3_conventions(tiny_data):
