@@ -10,6 +10,9 @@ All metrics take real images ``pred`` and ``target`` of shape ``(B, h, w)`` and 
 - :func:`nmse`: ``||target - pred||^2 / ||target||^2``.
 - :func:`mse`: mean squared error.
 
+:func:`ssim_targets` + :func:`ssim_against` score many images against fixed targets (the
+target's window statistics are computed once), as candidate scoring does.
+
 ``data_range`` is a per-sample tensor ``(B,)`` (or a float shared by the batch). fastMRI's
 evaluation uses the volume maximum of the target (h5 attribute ``max``); ``None`` falls back
 to each target image's own maximum.
@@ -17,10 +20,12 @@ to each target image's own maximum.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mse", "nmse", "psnr", "ssim"]
+__all__ = ["SSIMTargets", "mse", "nmse", "psnr", "ssim", "ssim_against", "ssim_targets"]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -73,6 +78,52 @@ def _box_sum(x: torch.Tensor, win: int) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class SSIMTargets:
+    """Window statistics of fixed targets, computed once to score many images against them.
+
+    The greedy oracle scores every candidate line of an episode against the same target;
+    this halves the per-candidate moment maps. Build with :func:`ssim_targets`.
+
+    Attributes:
+        centered: Targets minus their own mean, ``(B, h, w)``.
+        mean: Target means, ``(B, 1, 1)``.
+        local_mean: Window means of ``centered`` over the valid region.
+        local_sq: Window means of ``centered ** 2`` over the valid region.
+        data_range: ``(B,)``.
+        win_size: Window side length.
+    """
+
+    centered: torch.Tensor
+    mean: torch.Tensor
+    local_mean: torch.Tensor
+    local_sq: torch.Tensor
+    data_range: torch.Tensor
+    win_size: int
+
+
+def ssim_targets(
+    target: torch.Tensor, data_range: torch.Tensor | float | None = None, win_size: int = 7
+) -> SSIMTargets:
+    """Precompute :class:`SSIMTargets` (arguments as in :func:`ssim`)."""
+    if target.ndim != 3:
+        raise ValueError(f"targets must be (B, h, w), got {tuple(target.shape)}")
+    if win_size < 2 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
+    if min(target.shape[-2:]) < win_size:
+        raise ValueError(f"images {tuple(target.shape[-2:])} are smaller than the {win_size} window")
+    dtype = _working_dtype(target)
+    y = target.to(dtype)
+    # Variances are shift-invariant: removing each image's mean before the local moments
+    # avoids the float32 cancellation in E[x^2] - E[x]^2 on images with large offsets.
+    mean = y.mean(dim=(-2, -1), keepdim=True)
+    centered = y - mean
+    n = win_size * win_size
+    local = _box_sum(torch.stack((centered, centered * centered), dim=1), win_size) / n
+    return SSIMTargets(centered, mean, local[:, 0], local[:, 1],
+                       _data_range(data_range, target, dtype), win_size)  # fmt: skip
+
+
 def ssim(
     pred: torch.Tensor,
     target: torch.Tensor,
@@ -99,48 +150,66 @@ def ssim(
         ``(B,)`` tensor of mean SSIM over the valid region of each image.
     """
     _check_pair(pred, target)
-    if win_size < 2 or win_size % 2 == 0:
-        raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
-    if min(pred.shape[-2:]) < win_size:
-        raise ValueError(f"images {tuple(pred.shape[-2:])} are smaller than the {win_size} window")
-    dtype = _working_dtype(pred, target)
-    dr = _data_range(data_range, target, dtype)
+    target = target.to(_working_dtype(pred, target))
+    return ssim_against(pred, ssim_targets(target, data_range, win_size), k1=k1, k2=k2)
+
+
+def ssim_against(
+    pred: torch.Tensor,
+    targets: SSIMTargets,
+    rows: torch.Tensor | None = None,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """SSIM of each image against precomputed targets (see :func:`ssim`).
+
+    Args:
+        pred: Real images ``(N, h, w)``.
+        targets: From :func:`ssim_targets`.
+        rows: Long ``(N,)``: the target of each image (default: image ``i`` -> target ``i``).
+        k1: Luminance constant.
+        k2: Contrast constant.
+
+    Returns:
+        ``(N,)`` tensor.
+    """
+    if rows is None:
+        rows = torch.arange(targets.centered.shape[0], device=pred.device)
+    if pred.ndim != 3 or pred.shape[-2:] != targets.centered.shape[-2:]:
+        raise ValueError(
+            f"images must be (N, {', '.join(map(str, targets.centered.shape[-2:]))}), got "
+            f"{tuple(pred.shape)}"
+        )
+    if rows.shape != pred.shape[:1]:
+        raise ValueError(f"rows must have shape ({pred.shape[0]},), got {tuple(rows.shape)}")
     if pred.is_cuda:
-        return _ssim(pred.to(dtype), target.to(dtype), dr, win_size, k1, k2)
+        return _ssim(pred, targets, rows, k1, k2)
     # On CPU the computation is memory-bound: chunks whose moment maps fit in cache run
     # several times faster than one pass over the whole batch.
     chunk = max(1, _CPU_CHUNK_ELEMENTS // (pred.shape[-2] * pred.shape[-1]))
     parts = [
-        _ssim(
-            pred[i : i + chunk].to(dtype),
-            target[i : i + chunk].to(dtype),
-            dr[i : i + chunk],
-            win_size,
-            k1,
-            k2,
-        )
+        _ssim(pred[i : i + chunk], targets, rows[i : i + chunk], k1, k2)
         for i in range(0, pred.shape[0], chunk)
     ]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _ssim(
-    x: torch.Tensor, y: torch.Tensor, dr: torch.Tensor, win_size: int, k1: float, k2: float
+    pred: torch.Tensor, t: SSIMTargets, rows: torch.Tensor, k1: float, k2: float
 ) -> torch.Tensor:
-    dr = dr[:, None, None]
+    x = pred.to(t.centered.dtype)
+    dr = t.data_range[rows][:, None, None]
     c1 = (k1 * dr) ** 2
     c2 = (k2 * dr) ** 2
-    # Variances are shift-invariant: removing each image's mean before the local moments
-    # avoids the float32 cancellation in E[x^2] - E[x]^2 on images with large offsets.
     mx = x.mean(dim=(-2, -1), keepdim=True)
-    my = y.mean(dim=(-2, -1), keepdim=True)
+    my = t.mean[rows]
     xc = x - mx
-    yc = y - my
-    n = win_size * win_size
-    moments = _box_sum(torch.stack((xc, yc, xc * xc + yc * yc, xc * yc), dim=1), win_size) / n
-    ux, uy, uxx_yy, uxy = moments.unbind(dim=1)
+    n = t.win_size * t.win_size
+    moments = _box_sum(torch.stack((xc, xc * xc, xc * t.centered[rows]), dim=1), t.win_size) / n
+    ux, uxx, uxy = moments.unbind(dim=1)
+    uy, uyy = t.local_mean[rows], t.local_sq[rows]
     cov_norm = n / (n - 1)
-    var_sum = cov_norm * (uxx_yy - ux * ux - uy * uy)
+    var_sum = cov_norm * (uxx + uyy - ux * ux - uy * uy)
     cov = cov_norm * (uxy - ux * uy)
     ux = ux + mx
     uy = uy + my

@@ -38,11 +38,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--reconstructor", choices=["unet", "zero_filled"], default="unet")
-    parser.add_argument("--chunk", type=int, default=64, help="candidate_chunk")
+    parser.add_argument(
+        "--chunk", type=int, default=None, help="candidate_chunk (default: per device)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     recon = {} if args.reconstructor == "unet" else {"reconstructor": "zero_filled"}
     config = {"split": "test", "device": args.device, "candidate_chunk": args.chunk, **recon}
+    chunk_note = "per device" if args.chunk is None else str(args.chunk)
 
     venv = ActiveMRIVectorEnv(args.batch_size, preset="builtin-v0", **config)
     venv.torch_reset(seed=0)
@@ -55,6 +58,7 @@ def main() -> None:
     _sync(device)
     batched = time.perf_counter() - start
     candidates = int(free_lines(state).sum())
+    chunk = venv.core.candidate_chunk
 
     # The forwards scoring needs: the same images, in the same chunk sizes.
     free = free_lines(state)
@@ -62,8 +66,8 @@ def main() -> None:
     model = venv.core.reconstructor
     bare = 0.0
     with torch.no_grad():
-        for s in range(0, rows.numel(), args.chunk):
-            r, c = rows[s : s + args.chunk], cols[s : s + args.chunk]
+        for s in range(0, rows.numel(), chunk):
+            r, c = rows[s : s + chunk], cols[s : s + chunk]
             mask = state.mask[r].clone()
             n = torch.arange(r.numel(), device=device)
             mask[n, c] = True
@@ -98,7 +102,7 @@ def main() -> None:
         )
     print(
         f"device {args.device}, {args.reconstructor}, B={args.batch_size}, "
-        f"{candidates} candidates, chunk {args.chunk}\n"
+        f"{candidates} candidates, chunk {chunk} ({chunk_note})\n"
         f"  batched oracle step : {batched * 1e3:9.1f} ms\n"
         f"  bare forwards       : {bare * 1e3:9.1f} ms   (oracle / bare = {batched / bare:.2f})\n"
         f"  one by one (step API): {one_by_one * 1e3:9.1f} ms   "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -34,6 +35,7 @@ from activemri.recon_models.unet import UnetReconstructor
 from activemri.recon_models.varnet import VarNetReconstructor
 
 __all__ = [
+    "DEFAULT_CANDIDATE_CHUNK",
     "EnvConfig",
     "EnvDataWarning",
     "build_dataset",
@@ -46,6 +48,10 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 _SCENARIO_FIELDS = {f.name for f in fields(Scenario)}
 _ORDERS = ("shuffle", "sequential")
+DEFAULT_CANDIDATE_CHUNK = {"cpu": 16, "cuda": 256}
+"""Images per forward when scoring candidates, by device type (measured: the default U-Net
+on a 2-core CPU takes 25 ms per image at 8-16 images and 37 ms at 64)."""
+
 _TRAINED = (UnetReconstructor, VarNetReconstructor)  # meaningless without a checkpoint
 
 
@@ -66,6 +72,10 @@ class EnvConfig:
         split_seed: Seed of the split.
         acquisitions: Keep only these ``acquisition`` attributes (e.g. ``["CORPD_FBK"]``).
         kspace_width: Keep only volumes of this k-space width (fastMRI knee: 368 or 372).
+        max_slices: Keep a seeded random subset of at most this many of the split's slices
+            (kept in dataset order), e.g. to evaluate or learn a mask on a sample. Subsets
+            of one seed are nested: the first ``n`` of the same permutation.
+        subset_seed: Seed of that subset (the same seed and data give the same slices).
         reconstructor: A reconstructor preset (``.yaml``; relative paths are relative to the
             env preset), a checkpoint (``.pt``), a registry name (``zero_filled``, ...), a
             ``module:Class`` path, or a :class:`~activemri.recon_models.Reconstructor`.
@@ -79,7 +89,9 @@ class EnvConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         bf16: Run the reconstructor under bfloat16 autocast on CUDA.
         observe_kspace: Add the observed k-space (real/imag channels) to observations.
-        candidate_chunk: Most images per forward when scoring candidate lines.
+        candidate_chunk: Most images per forward when scoring candidate lines; ``None``
+            picks :data:`DEFAULT_CANDIDATE_CHUNK` for the device (small on CPU, where large
+            convolution batches run slower per image; large on CUDA).
         cache_slices: Keep every slice read in host memory, so later episodes on it skip the
             h5 read (for data that fits in RAM, e.g. built-in data).
         builtin_seed: Seed of built-in data.
@@ -95,6 +107,8 @@ class EnvConfig:
     split_seed: int = 0
     acquisitions: tuple[str, ...] | None = None
     kspace_width: int | None = None
+    max_slices: int | None = None
+    subset_seed: int = 0
     reconstructor: str | Reconstructor = "zero_filled"
     reconstructor_config: Mapping[str, Any] = field(default_factory=dict)
     trust_class_path: bool = False
@@ -103,7 +117,7 @@ class EnvConfig:
     device: str = "auto"
     bf16: bool = False
     observe_kspace: bool = False
-    candidate_chunk: int = 64
+    candidate_chunk: int | None = None
     cache_slices: bool = False
     builtin_seed: int = 0
     cache_dir: str | None = None
@@ -114,8 +128,10 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS} or None, got {self.order!r}")
-        if self.candidate_chunk < 1:
+        if self.candidate_chunk is not None and self.candidate_chunk < 1:
             raise ValueError(f"candidate_chunk must be >= 1, got {self.candidate_chunk}")
+        if self.max_slices is not None and self.max_slices < 1:
+            raise ValueError(f"max_slices must be >= 1 or None, got {self.max_slices}")
 
     @property
     def resolved_order(self) -> str:
@@ -275,6 +291,10 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
             EnvDataWarning,
             stacklevel=2,
         )
+    if config.max_slices is not None and config.max_slices < len(indices):
+        # A prefix of one seeded permutation: smaller subsets nest in larger ones.
+        chosen = np.random.default_rng(config.subset_seed).permutation(len(indices))
+        indices = [indices[i] for i in sorted(chosen[: config.max_slices].tolist())]
     return dataset, indices
 
 

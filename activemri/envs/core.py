@@ -325,6 +325,18 @@ class AcquisitionCore:
         reward = state.score - previous - self.repeat_penalty * (~new_line).float()
         return StepResult(reward, state.done(), ~new_line)
 
+    def signed_metric(self, state: EnvState, metric: str | None = None) -> torch.Tensor:
+        """The current ``metric`` of every episode, ``(B,)``, signed so that higher is better.
+
+        Args:
+            state: The episodes.
+            metric: As in :meth:`score_candidates` (default: the reward metric).
+        """
+        metric = metric or self.reward
+        if metric not in _SIGN:
+            raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
+        return _SIGN[metric] * state.metrics[metric]
+
     # ----------------------------------------------------------------------- candidates
     @torch.no_grad()
     def score_candidates(
@@ -354,6 +366,7 @@ class AcquisitionCore:
         flat_rows = torch.arange(b, device=self.device).repeat_interleave(k)
         flat_lines = lines.reshape(-1)
         out = torch.empty(b * k, device=self.device)
+        targets = metrics.ssim_targets(state.target, state.data_range) if metric == "ssim" else None
         for start in range(0, b * k, self.candidate_chunk):
             rows = flat_rows[start : start + self.candidate_chunk]
             cols = flat_lines[start : start + self.candidate_chunk]
@@ -374,7 +387,10 @@ class AcquisitionCore:
                     new_line[:, None, None], state.kspace[rows, :, :, cols], observed[n, :, :, cols]
                 )
                 image = self._forward(observed, mask, state.num_low[rows])[0]
-            value = _metric(metric, image, state.target[rows], state.data_range[rows])
+            if targets is not None:
+                value = metrics.ssim_against(image, targets, rows)
+            else:
+                value = _metric(metric, image, state.target[rows], state.data_range[rows])
             out[start : start + rows.numel()] = _SIGN[metric] * value
         return out.view(b, k)
 

@@ -22,6 +22,7 @@ from gymnasium import spaces
 
 from activemri.data import CorruptSliceError, DataWarning, SliceDataset, SliceMeta, SliceSample
 from activemri.envs.config import (
+    DEFAULT_CANDIDATE_CHUNK,
     EnvConfig,
     build_dataset,
     build_reconstructor_for_env,
@@ -84,7 +85,8 @@ class Simulator:
             repeat_penalty=scenario.repeat_penalty,
             device=self.device,
             bf16=config.bf16,
-            candidate_chunk=config.candidate_chunk,
+            candidate_chunk=config.candidate_chunk
+            or DEFAULT_CANDIDATE_CHUNK.get(self.device.type, DEFAULT_CANDIDATE_CHUNK["cpu"]),
         )
         self.order = config.resolved_order
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
