@@ -198,6 +198,82 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mask_learn(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from activemri.agents.learned_mask import learn_ordering
+
+    overrides = _parse_overrides(args.set)
+    if args.device:
+        overrides["device"] = args.device
+    with tqdm(desc="learning ordering", unit="line", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int, score: float) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            bar.set_postfix({args.metric: f"{score:.4f}"})
+
+        try:
+            ordering = learn_ordering(
+                args.env, sample_size=args.sample_size, max_lines=args.max_lines,
+                metric=args.metric, seed=args.seed, out=args.out, progress=progress, **overrides,
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+    print(
+        f"{args.out}: {len(ordering.initial)} initial + {len(ordering.order)} learned lines "
+        f"of {ordering.width}; mean {ordering.metric} on {args.sample_size} training slices "
+        f"{ordering.scores[0]:.4f} -> {ordering.scores[-1]:.4f} "
+        f"({ordering.provenance.get('elapsed_s', 0.0):.0f} s)"
+    )
+    return 0
+
+
+def _parse_counts(pairs: Sequence[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pair in pairs:
+        label, sep, value = pair.partition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            raise CommandError(f"--policy-slices takes LABEL=N with N >= 1, got {pair!r}")
+        out[label] = int(value)
+    return out
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from activemri.evaluation import EvalSettings, evaluate, format_table
+
+    start = time.perf_counter()
+    try:
+        settings = EvalSettings(
+            policies=tuple(args.policies), presets=tuple(args.presets),
+            accelerations=tuple(args.accelerations), split=args.split,
+            max_slices=args.max_slices, policy_slices=_parse_counts(args.policy_slices),
+            subset_seed=args.subset_seed, seed=args.seed, batch_size=args.batch_size,
+            device=args.device, overrides=_parse_overrides(args.set),
+        )  # fmt: skip
+        doc = evaluate(settings, args.out, plots=not args.no_plots,
+                       log=None if args.quiet else print, show_progress=not args.quiet)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    print(format_table(doc))
+    plots = "" if args.no_plots else " and plots"
+    elapsed = time.perf_counter() - start
+    print(f"wrote {args.out}/results.json, results.csv, paired_tests.csv{plots} in {elapsed:.0f} s")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from activemri.evaluation.demo import run_demo
+
+    try:
+        run_demo(args.out, device=args.device, max_slices=args.max_slices,
+                 oracle_slices=args.oracle_slices, learn=args.learn,
+                 show_progress=not args.quiet)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``activemri`` command."""
     from activemri.data.builtin import PRESETS
@@ -335,6 +411,102 @@ def build_parser() -> argparse.ArgumentParser:
         help="config override, repeatable (e.g. --set data_root=/data/knee --set device=cpu)",
     )  # fmt: skip
     ck.set_defaults(func=_env_check)
+
+    mask = commands.add_parser(
+        "mask", help="learn a fixed mask (greedy line ordering)",
+        description="Fixed masks learned from data.",
+    )  # fmt: skip
+    mask_commands = mask.add_subparsers(dest="mask_command", metavar="SUBCOMMAND", required=True)
+    learn = mask_commands.add_parser(
+        "learn",
+        help="greedy (LBCS-style) ordering of lines on a training sample",
+        description=(
+            "From the env preset's initial (ACS) lines, repeatedly add the line that maximizes "
+            "the mean metric over a seeded sample of training slices with the preset's "
+            "reconstructor, up to --max-lines. Writes an ordering (every smaller budget is a "
+            "prefix) as JSON with its provenance after every line; rerun the same command to "
+            "resume. Cost: one reconstructor forward per sample slice per free line per step."
+        ),
+    )
+    learn.add_argument("--env", default="builtin-v0", help="env preset name or YAML (default "
+                       "builtin-v0)")  # fmt: skip
+    learn.add_argument("--out", required=True, help="output JSON file")
+    learn.add_argument("--sample-size", type=_positive_int, default=16,
+                       help="training slices in the sample (default 16)")  # fmt: skip
+    learn.add_argument("--max-lines", type=_positive_int,
+                       help="lines at the end (default: the preset's episode end)")  # fmt: skip
+    learn.add_argument("--metric", default="ssim", choices=["ssim", "psnr", "nmse", "mse"])
+    learn.add_argument("--seed", type=int, default=0, help="seed of the slice sample")
+    learn.add_argument("--device", help="cpu or cuda (default: the preset's)")
+    learn.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="env config override, repeatable (e.g. --set data_root=/data/knee)",
+    )  # fmt: skip
+    learn.add_argument("--quiet", action="store_true", help="no progress bar")
+    learn.set_defaults(func=_mask_learn)
+
+    from activemri.evaluation.demo import CPU_ORACLE_SLICES, CPU_SLICES
+    from activemri.evaluation.policies import POLICY_FACTORIES
+
+    ev = commands.add_parser(
+        "evaluate",
+        help="compare policies x env presets x budgets, with CIs, paired tests and plots",
+        description=(
+            "Play every policy on the slices of a split (batched, sequential order) and record "
+            "SSIM/PSNR/NMSE after every acquired line. Writes OUT/results.json (mean and 95%% CI "
+            "per line, normalized SSIM AUC, final metrics, conventions), OUT/results.csv (long "
+            "format), OUT/paired_tests.csv (Wilcoxon signed-rank on per-slice SSIM AUC, Holm-"
+            "corrected) and PNG plots. Every run is saved in OUT/runs/ and skipped when rerun "
+            "with the same settings (resume)."
+        ),
+        epilog=(
+            "policy specs: NAME, NAME:ARG or LABEL=NAME[:ARG] with NAME one of "
+            f"{', '.join(sorted(POLICY_FACTORIES))}; e.g. learned:path/ordering.json, "
+            "mask:variable_density, vd=mask:variable_density_polynomial"
+        ),
+    )
+    ev.add_argument("--policies", nargs="+", required=True, metavar="SPEC", help="policies")
+    ev.add_argument("--presets", nargs="+", default=["builtin-v0"], help="env presets")
+    ev.add_argument("--accelerations", nargs="+", type=float, default=[4.0, 8.0],
+                    help="budgets as accelerations (default 4 8)")  # fmt: skip
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--max-slices", type=_positive_int, help="seeded subset of N slices")
+    ev.add_argument("--policy-slices", nargs="+", default=[], metavar="LABEL=N",
+                    help="smaller nested subsets per policy, e.g. greedy_oracle=16")  # fmt: skip
+    ev.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the policies and resets")
+    ev.add_argument("--batch-size", type=_positive_int, default=16, help="episodes at once")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="env config override for every preset (e.g. data_root=/data/knee)",
+    )  # fmt: skip
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ev.add_argument("--quiet", action="store_true", help="no progress output")
+    ev.set_defaults(func=_evaluate)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the baselines compared on built-in data (the main job; a few minutes on CPU)",
+        description=(
+            "Build (and cache) the built-in default data, load the shipped U-Net and learned "
+            "ordering, evaluate random, low-to-high, equispaced, learned fixed mask, "
+            "uncertainty-driven and greedy oracle at 4x and 8x on the test split, print the "
+            f"table and write the plots. On CPU: a seeded subset of {CPU_SLICES} test slices, "
+            f"the oracle on the first {CPU_ORACLE_SLICES} of them; on CUDA: every test slice."
+        ),
+    )
+    demo.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    demo.add_argument("--max-slices", type=_positive_int, default=-1,
+                      help="test slices per policy (default: per device)")  # fmt: skip
+    demo.add_argument("--oracle-slices", type=_positive_int, default=-1,
+                      help="test slices for the greedy oracle (default: per device)")  # fmt: skip
+    demo.add_argument("--learn", action="store_true",
+                      help="learn the fixed mask here (about 30 min on a 2-core CPU)")  # fmt: skip
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_demo)
 
     bench = commands.add_parser(
         "bench",

@@ -1,4 +1,4 @@
-"""Sampling agents: sequential policies (heuristics, fixed orders, oracle).
+"""Sampling agents: sequential policies (heuristics, fixed masks, learned orderings, oracle).
 
 Every policy follows :class:`~activemri.agents.policies.Policy`:
 ``act(obs, state) -> actions (B,)`` on the batched env's tensors.
@@ -6,7 +6,14 @@ Every policy follows :class:`~activemri.agents.policies.Policy`:
 
 from __future__ import annotations
 
+from activemri.agents.learned_mask import (
+    LearnedOrdering,
+    OrderingPolicy,
+    learn_ordering,
+    load_ordering,
+)
 from activemri.agents.policies import (
+    FixedMaskPolicy,
     FixedOrderPolicy,
     GreedyOraclePolicy,
     LowToHighPolicy,
@@ -18,12 +25,17 @@ from activemri.agents.policies import (
 )
 
 __all__ = [
+    "FixedMaskPolicy",
     "FixedOrderPolicy",
     "GreedyOraclePolicy",
+    "LearnedOrdering",
     "LowToHighPolicy",
+    "OrderingPolicy",
     "Policy",
     "RandomPolicy",
     "UncertaintyPolicy",
     "center_out_order",
     "free_lines",
+    "learn_ordering",
+    "load_ordering",
 ]

@@ -16,8 +16,11 @@ import numpy as np
 import torch
 
 from activemri.envs.core import AcquisitionCore, EnvState
+from activemri.envs.simulator import Episode
+from activemri.masks import MASK_TYPES, make_mask, volume_seed
 
 __all__ = [
+    "FixedMaskPolicy",
     "FixedOrderPolicy",
     "GreedyOraclePolicy",
     "LowToHighPolicy",
@@ -46,8 +49,8 @@ def center_out_order(width: int) -> list[int]:
 
 
 def _pick_lowest(free: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
-    """Per row, the free column of lowest ``rank`` (``(W,)`` float); any column if none is free."""
-    scores = torch.where(free, rank, torch.full_like(rank, float("inf")).expand_as(free))
+    """Per row, the free column of lowest ``rank`` (``(W,)`` / ``(B, W)``); any if none free."""
+    scores = torch.where(free, rank, torch.full_like(free, float("inf"), dtype=rank.dtype))
     return scores.argmin(dim=1)
 
 
@@ -56,9 +59,25 @@ class Policy(ABC):
 
     Attributes:
         name: Short name used in reports.
+        budget_aware: True if the choices depend on the episode's budget (a fixed mask drawn
+            for it, an agent trained for it). The evaluation harness runs such a policy once
+            per budget; any other policy once, at the largest budget, reading the smaller
+            budgets off its trajectory (a greedy choice does not look ahead to the budget).
     """
 
     name: str = "policy"
+    budget_aware: bool = False
+
+    def begin(  # noqa: B027 (a hook: most policies need nothing at episode start)
+        self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState
+    ) -> None:
+        """Called after episodes start in ``rows`` (by reset or autoreset); default: nothing.
+
+        Args:
+            rows: Batch rows that just started an episode.
+            episodes: Their host-side facts (file, slice, ...), in the order of ``rows``.
+            state: The batch's state (rows ``rows`` hold the new episodes).
+        """
 
     @abstractmethod
     def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
@@ -138,6 +157,56 @@ class FixedOrderPolicy(Policy):
         """See :meth:`Policy.act`."""
         free = free_lines(state)
         return _pick_lowest(free, self._rank(free.shape[1], free.device))
+
+
+class FixedMaskPolicy(Policy):
+    """A fixed mask from :data:`~activemri.masks.MASK_TYPES`, drawn per volume and budget.
+
+    When an episode starts, a mask of ``initial lines + budget`` lines is drawn for it with
+    the episode's central block as ACS lines and its measured columns only, seeded by the
+    file name (:func:`~activemri.masks.volume_seed` ``+ seed``: every slice of a volume gets
+    the same mask, as in fastMRI); its lines are then played center-out.
+
+    Args:
+        mask_type: A key of :data:`~activemri.masks.MASK_TYPES`.
+        seed: Added to the per-volume seed.
+        name: Report name (default: the mask type).
+    """
+
+    budget_aware = True
+
+    def __init__(self, mask_type: str, seed: int = 0, name: str | None = None) -> None:
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"unknown mask type {mask_type!r}; choose from {sorted(MASK_TYPES)}")
+        self.mask_type = mask_type
+        self.seed = seed
+        self.name = name or mask_type
+        self._rank: torch.Tensor | None = None
+
+    def begin(self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState) -> None:
+        """Draw the masks of the new episodes (see the class docstring)."""
+        width = state.mask.shape[1]
+        if self._rank is None or self._rank.shape != state.mask.shape:
+            self._rank = torch.zeros(
+                state.mask.shape, dtype=torch.float32, device=state.mask.device
+            )
+        center_out = np.array(center_out_order(width))
+        for row, episode in zip(rows, episodes, strict=True):
+            valid = state.valid[row].cpu().numpy()
+            initial = state.mask[row].cpu().numpy()
+            num_lines = int(initial.sum() + state.budget[row])
+            rng = np.random.default_rng(volume_seed(episode.meta.file.name) + self.seed)
+            mask, _ = make_mask(self.mask_type, width, num_lines, int(state.num_low[row]), rng,
+                                valid=valid)  # fmt: skip
+            rank = np.empty(width, dtype=np.float32)
+            rank[center_out] = np.arange(width) + np.where(mask[center_out], 0, width)
+            self._rank[row] = torch.from_numpy(rank)
+
+    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+        """See :meth:`Policy.act`."""
+        if self._rank is None or self._rank.shape != state.mask.shape:
+            raise RuntimeError("FixedMaskPolicy.begin() must see every episode start")
+        return _pick_lowest(free_lines(state), self._rank)
 
 
 class LowToHighPolicy(FixedOrderPolicy):

@@ -1,0 +1,310 @@
+"""Learned fixed mask: a greedy, LBCS-style ordering of phase-encode lines.
+
+Starting from the scenario's initial (ACS) lines, the line that maximizes the mean score
+(SSIM by default) over a sample of training slices is added, one at a time, until
+``max_lines`` lines are acquired (Gözcü et al. 2018; Bakker et al. 2022 found such masks on
+par with adaptive policies). Every candidate of every step is scored with the core's batched
+:meth:`~activemri.envs.core.AcquisitionCore.score_candidates`, so one step costs one
+reconstructor forward per sample slice per free line.
+
+The result is an *ordering*: the mask for any smaller budget is a prefix of it, and it plays
+inside the env as a :class:`~activemri.agents.policies.FixedOrderPolicy`. It is saved as
+JSON with its provenance; learning writes the file after every line and resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from activemri import __version__
+from activemri._io import atomic_write_text
+from activemri.agents.policies import FixedOrderPolicy
+from activemri.envs.config import EnvConfig
+from activemri.envs.core import EnvState
+from activemri.envs.simulator import Episode, Simulator
+
+__all__ = [
+    "FORMAT",
+    "SHIPPED_ORDERING",
+    "LearnedOrdering",
+    "OrderingPolicy",
+    "learn_ordering",
+    "load_ordering",
+]
+
+FORMAT = "activemri.learned_ordering/1"
+SHIPPED_ORDERING = Path(__file__).with_name("orderings") / "builtin_default_unet.json"
+"""Ordering learned for ``builtin-v0`` with the shipped default U-Net (see its provenance)."""
+
+
+@dataclass
+class LearnedOrdering:
+    """A greedy ordering of phase-encode lines and how it was made.
+
+    Attributes:
+        width: Number of phase-encode lines ``W`` of the data it was learned on.
+        initial: The initial (ACS) lines it starts from.
+        order: Lines added after ``initial``, best first.
+        scores: Mean score on the sample after ``0 .. len(order)`` added lines.
+        metric: The score maximized (``ssim``, ``psnr``, ``nmse`` or ``mse``; the latter two
+            negated so higher is better).
+        settings: What defines the result (env, data, reconstructor, sample, seed, budget);
+            a resumed run must match them.
+        provenance: Where and when it was made, and the sample's slices.
+        complete: False while learning is under way (a resumable partial result).
+    """
+
+    width: int
+    initial: list[int]
+    order: list[int]
+    scores: list[float]
+    metric: str
+    settings: dict[str, Any]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+
+    @property
+    def max_lines(self) -> int:
+        """Lines acquired at the end of the ordering."""
+        return len(self.initial) + len(self.order)
+
+    def mask(self, num_lines: int) -> np.ndarray:
+        """Bool ``(W,)`` mask of the first ``num_lines`` lines (initial lines included)."""
+        if not len(self.initial) <= num_lines <= self.max_lines:
+            raise ValueError(
+                f"num_lines must be in [{len(self.initial)}, {self.max_lines}], got {num_lines}"
+            )
+        mask = np.zeros(self.width, dtype=bool)
+        mask[self.initial] = True
+        mask[self.order[: num_lines - len(self.initial)]] = True
+        return mask
+
+    def policy(self, name: str = "learned_fixed") -> OrderingPolicy:
+        """A policy that plays this ordering step by step (then center-out if run past it)."""
+        return OrderingPolicy(self, name=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document (see :func:`load_ordering`)."""
+        return {"format": FORMAT, **asdict(self)}
+
+    def save(self, path: str | Path) -> None:
+        """Write the ordering as JSON, atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+class OrderingPolicy(FixedOrderPolicy):
+    """Plays a :class:`LearnedOrdering`; refuses episodes that start from other lines.
+
+    Args:
+        ordering: The ordering.
+        name: Report name.
+    """
+
+    def __init__(self, ordering: LearnedOrdering, name: str = "learned_fixed") -> None:
+        super().__init__(ordering.order, name=name)
+        self.ordering = ordering
+
+    def begin(self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState) -> None:
+        """Check that the new episodes start from the ordering's initial lines and width."""
+        expected = set(self.ordering.initial)
+        for row, episode in zip(rows, episodes, strict=True):
+            width = int(state.mask.shape[1])
+            start = set(torch.nonzero(state.mask[row]).flatten().tolist())
+            if width != self.ordering.width or start != expected:
+                raise ValueError(
+                    f"{episode.meta.file.name}: the ordering was learned from "
+                    f"{len(expected)} initial lines of {self.ordering.width}; this episode "
+                    f"starts from {len(start)} of {width}"
+                )
+
+
+def load_ordering(path: str | Path | None = None) -> LearnedOrdering:
+    """Read an ordering written by :meth:`LearnedOrdering.save`.
+
+    Args:
+        path: The JSON file; ``None`` reads :data:`SHIPPED_ORDERING`.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: If it is not a valid ordering document.
+    """
+    path = Path(path) if path is not None else SHIPPED_ORDERING
+    if not path.is_file():
+        raise FileNotFoundError(f"no learned ordering at {path} (make one: activemri mask learn)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON document ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a learned ordering (expected format {FORMAT!r})")
+    try:
+        ordering = LearnedOrdering(
+            width=int(doc["width"]),
+            initial=[int(c) for c in doc["initial"]],
+            order=[int(c) for c in doc["order"]],
+            scores=[float(v) for v in doc["scores"]],
+            metric=str(doc["metric"]),
+            settings=dict(doc["settings"]),
+            provenance=dict(doc.get("provenance", {})),
+            complete=bool(doc.get("complete", True)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed learned ordering ({exc!r})") from exc
+    lines = ordering.initial + ordering.order
+    if len(set(lines)) != len(lines) or any(not 0 <= c < ordering.width for c in lines):
+        raise ValueError(f"{path}: lines must be distinct columns in [0, {ordering.width})")
+    if len(ordering.scores) != len(ordering.order) + 1:
+        raise ValueError(f"{path}: expected {len(ordering.order) + 1} scores")
+    return ordering
+
+
+def _describe(reconstructor: Any) -> str:
+    """A machine-independent name: a preset's or checkpoint's file name, else the spec."""
+    if isinstance(reconstructor, (str, Path)):
+        text = str(reconstructor)
+        return Path(text).name if text.endswith((".yaml", ".yml", ".pt")) else text
+    return type(reconstructor).__name__
+
+
+def learn_ordering(
+    preset: str | Path | Mapping[str, Any] | EnvConfig = "builtin-v0",
+    *,
+    sample_size: int = 16,
+    max_lines: int | None = None,
+    metric: str = "ssim",
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    **overrides: Any,
+) -> LearnedOrdering:
+    """Learn a greedy ordering on a seeded sample of training slices.
+
+    Args:
+        preset: Env preset (name, YAML path, mapping or config) giving data, reconstructor
+            and initial lines.
+        sample_size: Number of training slices whose mean score is maximized.
+        max_lines: Lines acquired at the end (default: where the scenario's episodes end).
+        metric: Score to maximize.
+        seed: Seed of the slice sample.
+        out: JSON file written after every added line; if it holds a partial (or complete)
+            result with the same settings, learning resumes from (or returns) it.
+        progress: Called as ``progress(lines_done, lines_total, mean_score)`` after each line.
+        **overrides: Env config overrides (``split`` defaults to ``"train"``; ``device``...).
+
+    Returns:
+        The complete ordering (also written to ``out``).
+
+    Raises:
+        ValueError: If the sample is too small, its slices differ in width or measured
+            lines, the scenario adds random initial lines, or ``out`` holds a result made
+            with other settings.
+    """
+    if sample_size < 1:
+        raise ValueError(f"sample_size must be >= 1, got {sample_size}")
+    settings_env: dict[str, Any] = {
+        "split": "train",
+        **overrides,
+        "order": "sequential",
+        "max_slices": sample_size,
+        "subset_seed": seed,
+    }
+    sim = Simulator.build(preset, sample_size, settings_env)
+    config = sim.config
+    if config.scenario.extra_random_lines:
+        raise ValueError("a learned ordering needs a deterministic initial mask: the scenario "
+                         "adds random lines (set extra_random_lines=0)")  # fmt: skip
+    if len(sim.indices) < sample_size:
+        raise ValueError(
+            f"the {config.split!r} split has only {len(sim.indices)} slices; sample_size is "
+            f"{sample_size}"
+        )
+    for slot in range(sample_size):
+        sim.reseed(slot, np.random.default_rng(seed))
+    sim.reset_slots(list(range(sample_size)))
+    state = sim.require_state()
+    core = sim.core
+    if not (torch.equal(state.mask, state.mask[:1].expand_as(state.mask))
+            and torch.equal(state.valid, state.valid[:1].expand_as(state.valid))):  # fmt: skip
+        raise ValueError("the sample's slices differ in measured or initial lines; choose data "
+                         "of one k-space width (kspace_width=...)")  # fmt: skip
+    valid = state.valid[0]
+    initial = torch.nonzero(state.mask[0]).flatten().tolist()
+    if max_lines is None:
+        max_lines = len(initial) + int(state.budget.max())
+    if not len(initial) < max_lines <= int(valid.sum()):
+        raise ValueError(
+            f"max_lines must be in ({len(initial)}, {int(valid.sum())}] (initial lines, "
+            f"measured lines), got {max_lines}"
+        )
+    settings = {
+        "env": str(preset) if isinstance(preset, (str, Path)) else config.id,
+        "data": config.data,
+        "split": config.split,
+        "split_seed": config.split_seed,
+        "reconstructor": _describe(config.reconstructor),
+        "sample_size": sample_size,
+        "seed": seed,
+        "metric": metric,
+        "max_lines": max_lines,
+        "initial_lines": len(initial),
+    }
+    episodes = [e for e in sim.episodes if e is not None]
+    provenance = {
+        "activemri_version": __version__,
+        "device": str(sim.device),
+        "slices": [[e.meta.file.name, e.meta.slice_index] for e in episodes],
+    }
+    ordering = LearnedOrdering(
+        width=int(valid.numel()),
+        initial=initial,
+        order=[],
+        scores=[float(core.signed_metric(state, metric).mean())],
+        metric=metric,
+        settings=settings,
+        provenance=provenance,
+        complete=False,
+    )
+    if out is not None and Path(out).exists():
+        previous = load_ordering(out)
+        if previous.settings != settings:
+            raise ValueError(
+                f"{out} was learned with other settings ({previous.settings}); remove it or "
+                f"choose another file (this run: {settings})"
+            )
+        if previous.complete:
+            return previous
+        for line in previous.order:  # replay the partial result, then go on
+            core.step(state, torch.full((sample_size,), line, device=sim.device))
+        ordering.order, ordering.scores = list(previous.order), list(previous.scores)
+        ordering.provenance["elapsed_s"] = previous.provenance.get("elapsed_s", 0.0)
+    start = time.perf_counter() - float(ordering.provenance.get("elapsed_s", 0.0))
+    total = max_lines - len(initial)
+    while len(ordering.order) < total:
+        free = torch.nonzero(valid & ~state.mask[0]).flatten()
+        candidates = free.expand(sample_size, -1)
+        mean = core.score_candidates(state, candidates, metric).mean(dim=0)
+        best = int(mean.argmax())  # ties: the lowest column
+        line = int(free[best])
+        core.step(state, torch.full((sample_size,), line, device=sim.device))
+        ordering.order.append(line)
+        ordering.scores.append(float(mean[best]))
+        ordering.provenance["elapsed_s"] = round(time.perf_counter() - start, 1)
+        ordering.complete = len(ordering.order) == total
+        if ordering.complete:
+            ordering.provenance["created"] = datetime.now(timezone.utc).isoformat(
+                timespec="seconds"
+            )
+        if out is not None:
+            ordering.save(out)
+        if progress is not None:
+            progress(len(ordering.order), total, ordering.scores[-1])
+    return ordering
