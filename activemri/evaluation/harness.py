@@ -1,0 +1,335 @@
+"""``activemri evaluate``: policies x env presets x budgets, with statistics and plots.
+
+Each (policy, preset, run budget) is played once over the chosen slices and written to
+``OUT/runs/`` atomically, with the settings that define it; a rerun with the same settings
+loads it instead of playing it again (so an interrupted evaluation resumes). Policies that
+are not budget-aware run once at the largest budget and the smaller budgets are read off
+their trajectories. ``results.json``, ``results.csv``, the paired-test table and the plots are
+then rebuilt from the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from activemri._io import atomic_write_text
+from activemri.envs.config import load_env_config
+from activemri.envs.vector import ActiveMRIVectorEnv
+from activemri.evaluation.policies import PolicySpec, parse_policy
+from activemri.evaluation.results import build_results, write_csv
+from activemri.evaluation.runner import Trajectories, run_policy
+
+__all__ = ["EvalSettings", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What an evaluation runs.
+
+    Attributes:
+        policies: Policy specs (see :func:`~activemri.evaluation.policies.parse_policy`).
+        presets: Env presets (names or YAML paths).
+        accelerations: Budgets as accelerations: an episode ends at
+            ``round(measured lines / acceleration)`` lines.
+        split: Data split.
+        max_slices: Evaluate a seeded subset of at most this many slices (``None``: all).
+        policy_slices: Per policy label, a smaller subset (nested in the main one: the first
+            slices of the same seeded permutation), e.g. for the costly oracle on CPU.
+        subset_seed: Seed of the subsets.
+        seed: Seed of the policies and of the env resets.
+        batch_size: Episodes stepped together.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        overrides: Env config overrides for every preset (e.g. ``data_root``).
+    """
+
+    policies: tuple[str, ...]
+    presets: tuple[str, ...] = ("builtin-v0",)
+    accelerations: tuple[float, ...] = (4.0, 8.0)
+    split: str = "test"
+    max_slices: int | None = None
+    policy_slices: Mapping[str, int] = field(default_factory=dict)
+    subset_seed: int = 0
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "auto"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.policies or not self.presets or not self.accelerations:
+            raise ValueError("an evaluation needs at least one policy, preset and acceleration")
+        if any(a < 1 for a in self.accelerations):
+            raise ValueError(f"accelerations must be >= 1, got {list(self.accelerations)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        labels = [parse_policy(p).label for p in self.policies]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"policy labels must be distinct, got {labels} (use LABEL=SPEC)")
+        unknown = set(self.policy_slices) - set(labels)
+        if unknown:
+            raise ValueError(f"policy_slices names unknown policies {sorted(unknown)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON fields."""
+        out = asdict(self)
+        out["policies"], out["presets"] = list(self.policies), list(self.presets)
+        out["accelerations"] = list(self.accelerations)
+        out["policy_slices"], out["overrides"] = dict(self.policy_slices), dict(self.overrides)
+        return out
+
+
+def _balanced_batch(num_slices: int, batch_size: int) -> int:
+    """Fewest rows that still take ``ceil(N / batch)`` episodes each (no idle second pass)."""
+    rounds = math.ceil(num_slices / batch_size)
+    return math.ceil(num_slices / rounds)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+class _Envs:
+    """Builds one batched env per (preset, acceleration, subset) and reuses it."""
+
+    def __init__(self, settings: EvalSettings) -> None:
+        self.settings = settings
+        self._envs: dict[tuple[str, float, int | None], ActiveMRIVectorEnv] = {}
+
+    def config_overrides(self, acceleration: float, max_slices: int | None) -> dict[str, Any]:
+        s = self.settings
+        return {
+            **s.overrides,
+            "split": s.split,
+            "order": "sequential",
+            "acceleration": acceleration,
+            "max_slices": max_slices,
+            "subset_seed": s.subset_seed,
+            "device": s.device,
+            "cache_slices": True,
+        }
+
+    def get(self, preset: str, acceleration: float, max_slices: int | None) -> ActiveMRIVectorEnv:
+        key = (preset, acceleration, max_slices)
+        if key not in self._envs:
+            overrides = self.config_overrides(acceleration, max_slices)
+            config = load_env_config(preset, **overrides)
+            probe = ActiveMRIVectorEnv(1, config)  # how many slices the split holds
+            n = len(probe.sim.indices)
+            batch = _balanced_batch(n, self.settings.batch_size)
+            self._envs[key] = probe if batch == 1 else ActiveMRIVectorEnv(batch, config)
+        return self._envs[key]
+
+
+def _run_file(out: Path, preset: str, label: str, acceleration: float) -> Path:
+    return out / "runs" / _slug(Path(preset).stem) / f"{_slug(label)}@{acceleration:g}x.json"
+
+
+def _load_run(path: Path, identity: Mapping[str, Any]) -> Trajectories | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("identity") != json.loads(json.dumps(identity)):
+            return None
+        runs = Trajectories.from_dict(doc["trajectories"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"{path}: unreadable run ({exc}); running it again", stacklevel=3)
+        return None
+    example = path.with_suffix(".npz")
+    if example.is_file():
+        with np.load(example) as data:
+            runs.example = {k: data[k] for k in data.files}
+    return runs
+
+
+def _save_run(path: Path, identity: Mapping[str, Any], runs: Trajectories) -> None:
+    if runs.example is not None:
+        from activemri._io import atomic_path
+
+        with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **runs.example)  # type: ignore[arg-type]
+    doc = {"identity": identity, "trajectories": runs.to_dict()}
+    atomic_write_text(path, json.dumps(doc) + "\n")
+
+
+def evaluate(
+    settings: EvalSettings,
+    out: str | Path,
+    *,
+    plots: bool = True,
+    log: Callable[[str], None] | None = print,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) an evaluation and write its results.
+
+    Writes ``OUT/results.json`` (schema: :mod:`activemri.evaluation.results`),
+    ``OUT/results.csv`` (long format), ``OUT/paired_tests.csv`` and, with ``plots``, the PNG
+    figures of :mod:`activemri.evaluation.plots`.
+
+    Args:
+        settings: What to run.
+        out: Output folder.
+        plots: Draw the figures.
+        log: Where progress lines go (``None``: silent).
+        show_progress: tqdm bars.
+
+    Returns:
+        The results document (as written to ``results.json``).
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs: list[PolicySpec] = [parse_policy(p) for p in settings.policies]
+    envs = _Envs(settings)
+    largest = min(settings.accelerations)
+    runs: dict[tuple[str, str, float], Trajectories] = {}
+    budget_aware: dict[str, bool] = {}
+    env_info: dict[str, dict[str, Any]] = {}
+    for preset in settings.presets:
+        # The example figure shows a slice every policy ran on: the smallest subset's first.
+        sizes = [settings.policy_slices.get(s.label, settings.max_slices) for s in specs]
+        smallest = min((n for n in sizes if n is not None), default=None)
+        example_index = envs.get(preset, largest, smallest).sim.indices[0]
+        for spec in specs:
+            slices = settings.policy_slices.get(spec.label, settings.max_slices)
+            if settings.max_slices is not None and slices is not None:
+                slices = min(slices, settings.max_slices)
+            probe = envs.get(preset, largest, slices)
+            policy = spec.build(probe, settings.seed)
+            budget_aware[spec.label] = policy.budget_aware
+            accelerations = settings.accelerations if policy.budget_aware else (largest,)
+            for acceleration in accelerations:
+                venv = envs.get(preset, acceleration, slices)
+                env_info.setdefault(preset, _describe_env(venv))
+                identity = {
+                    "policy": spec.identity(),
+                    "preset": preset,
+                    "env": {
+                        k: v
+                        for k, v in envs.config_overrides(acceleration, slices).items()
+                        if k not in ("device", "cache_slices")
+                    },
+                    "seed": settings.seed,
+                }
+                path = _run_file(out, preset, spec.label, acceleration)
+                loaded = _load_run(path, identity)
+                if loaded is not None:
+                    if log:
+                        log(f"{spec.label} @ {acceleration:g}x on {preset}: loaded {path}")
+                    runs[(preset, spec.label, acceleration)] = loaded
+                    continue
+                policy = spec.build(venv, settings.seed)
+                total = len(venv.sim.indices)
+                desc = f"{spec.label} @ {acceleration:g}x"
+                with tqdm(total=total, unit="slice", desc=desc, disable=not show_progress,
+                          leave=False) as bar:  # fmt: skip
+
+                    def tick(n: int, bar: Any = bar) -> None:
+                        bar.update(n)
+
+                    result = run_policy(venv, policy, seed=settings.seed, progress=tick,
+                                        example_index=example_index)  # fmt: skip
+                _save_run(path, identity, result)
+                if log:
+                    log(f"{spec.label} @ {acceleration:g}x on {preset}: {len(result)} slices")
+                runs[(preset, spec.label, acceleration)] = result
+    doc = build_results(settings, [s.label for s in specs], runs, budget_aware, env_info)
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    write_csv(out / "results.csv", settings, [s.label for s in specs], runs, budget_aware)
+    write_paired_csv(out / "paired_tests.csv", doc)
+    if plots:
+        from activemri.evaluation.plots import plot_all
+
+        plot_all(doc, runs, out)
+    return doc
+
+
+def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
+    config = venv.config
+    reconstructor = config.reconstructor
+    name = (
+        Path(reconstructor).name
+        if isinstance(reconstructor, (str, Path))
+        else type(reconstructor).__name__
+    )
+    scenario = asdict(config.scenario)
+    scenario.pop("acceleration", None)
+    scenario.pop("budget", None)
+    return {
+        "data": config.data,
+        "split": config.split,
+        "split_seed": config.split_seed,
+        "reconstructor": name,
+        "reconstructor_class": type(venv.core.reconstructor).__name__,
+        "kspace_shape": list(venv.sim.kspace_shape),
+        "recon_size": list(venv.sim.recon_size),
+        "scenario": scenario,
+    }
+
+
+def write_paired_csv(path: Path, doc: Mapping[str, Any]) -> None:
+    """The paired-test table of ``doc`` as CSV."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    columns = ["preset", "acceleration", "metric", "a", "b", "n", "mean_difference", "ci_low",
+               "ci_high", "median_difference", "wins", "statistic", "p_value", "p_holm",
+               "significant", "better"]  # fmt: skip
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in doc["paired_tests"]:
+        writer.writerow({k: row[k] for k in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def format_table(doc: Mapping[str, Any], sort: Sequence[str] | None = None) -> str:
+    """The comparison table (SSIM AUC and final metrics with 95% CIs) as plain text."""
+    lines = []
+    for preset in doc["settings"]["presets"]:
+        for acceleration in doc["settings"]["accelerations"]:
+            rows = [r for r in doc["results"]
+                    if r["preset"] == preset and r["acceleration"] == acceleration]  # fmt: skip
+            if not rows:
+                continue
+            lines_end = rows[0]["lines"][-1]
+            lines.append(f"{preset}, {acceleration:g}x (ends at {lines_end:g} lines)")
+            lines.append(f"  {'policy':<16}{'n':>4}  {'SSIM AUC':>20}  {'final SSIM':>20}  "
+                         f"{'final PSNR':>18}  {'final NMSE':>18}")  # fmt: skip
+            for r in sorted(rows, key=lambda r: -r["auc"]["ssim"]["mean"]):
+                cells = [_ci(r["auc"]["ssim"], 4), _ci(r["final"]["ssim"], 4),
+                         _ci(r["final"]["psnr"], 2), _ci(r["final"]["nmse"], 4)]  # fmt: skip
+                lines.append(f"  {r['policy']:<16}{r['num_slices']:>4}  {cells[0]:>20}  "
+                             f"{cells[1]:>20}  {cells[2]:>18}  {cells[3]:>18}")  # fmt: skip
+            tests = [t for t in doc["paired_tests"]
+                     if t["preset"] == preset and t["acceleration"] == acceleration]  # fmt: skip
+            if tests:
+                lines.append("  paired tests (Wilcoxon signed-rank on per-slice SSIM AUC, Holm):")
+                for t in tests:
+                    verdict = f"{t['better']} better" if t["significant"] else "n.s."
+                    diff = _signed(t["mean_difference"])
+                    ci = f"[{_signed(t['ci_low'])}, {_signed(t['ci_high'])}]"
+                    lines.append(f"    {t['a']:>14} vs {t['b']:<14} n={t['n']:<3} diff {diff} "
+                                 f"{ci:<19} p_holm={t['p_holm']:.2g}  {verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _ci(entry: Mapping[str, float | None], digits: int) -> str:
+    mean, low, high = entry["mean"], entry["ci_low"], entry["ci_high"]
+    if mean is None:
+        return "-"
+    if low is None or high is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {(high - low) / 2:.{digits}f}"

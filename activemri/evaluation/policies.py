@@ -1,0 +1,109 @@
+"""Policy specs for the evaluation harness: ``NAME``, ``NAME:ARG`` or ``LABEL=NAME[:ARG]``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from activemri.agents.learned_mask import load_ordering
+from activemri.agents.policies import (
+    FixedMaskPolicy,
+    GreedyOraclePolicy,
+    LowToHighPolicy,
+    Policy,
+    RandomPolicy,
+    UncertaintyPolicy,
+)
+from activemri.envs.vector import ActiveMRIVectorEnv
+
+__all__ = ["POLICY_FACTORIES", "PolicySpec", "parse_policy"]
+
+PolicyFactory = Callable[[str | None, ActiveMRIVectorEnv, int], Policy]
+
+
+def _learned(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
+    return load_ordering(arg).policy()
+
+
+def _mask(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
+    if not arg:
+        raise ValueError("mask:TYPE needs a mask type (e.g. mask:variable_density)")
+    return FixedMaskPolicy(arg, seed=seed)
+
+
+POLICY_FACTORIES: dict[str, PolicyFactory] = {
+    "random": lambda arg, venv, seed: RandomPolicy(seed),
+    "low_to_high": lambda arg, venv, seed: LowToHighPolicy(),
+    "equispaced": lambda arg, venv, seed: FixedMaskPolicy("equispaced", seed=seed),
+    "mask": _mask,
+    "learned": _learned,
+    "uncertainty": lambda arg, venv, seed: UncertaintyPolicy(),
+    "greedy_oracle": lambda arg, venv, seed: GreedyOraclePolicy(venv.core),
+}
+"""Policy builders by spec name, called as ``factory(arg, venv, seed)``:
+
+- ``random``: uniformly random free line (seeded).
+- ``low_to_high``: nearest free line to the center, alternating sides.
+- ``equispaced``: the ``equispaced`` fixed mask per volume and budget.
+- ``mask:TYPE``: any fixed mask of :data:`activemri.masks.MASK_TYPES`.
+- ``learned`` / ``learned:PATH``: a learned ordering (default: the shipped one).
+- ``uncertainty``: the uncertainty-driven rule (needs an uncertainty head).
+- ``greedy_oracle``: one-step lookahead with the ground truth.
+
+Other packages (and the RL agents) add entries here to appear in ``activemri evaluate``.
+"""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A parsed policy spec.
+
+    Attributes:
+        label: Name in reports.
+        name: Factory name (a key of :data:`POLICY_FACTORIES`).
+        arg: Factory argument, if any.
+    """
+
+    label: str
+    name: str
+    arg: str | None = None
+
+    @property
+    def spec(self) -> str:
+        """The spec text."""
+        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+
+    def identity(self) -> dict[str, str]:
+        """What makes two runs of this policy the same: the spec and the named file's hash.
+
+        A changed ordering or checkpoint behind the same spec thus invalidates saved runs.
+        """
+        out = {"spec": self.spec}
+        if self.arg is not None and Path(self.arg).is_file():
+            out["sha256"] = hashlib.sha256(Path(self.arg).read_bytes()).hexdigest()
+        return out
+
+    def build(self, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
+        """Instantiate the policy for ``venv``."""
+        policy = POLICY_FACTORIES[self.name](self.arg, venv, seed)
+        policy.name = self.label
+        return policy
+
+
+def parse_policy(text: str) -> PolicySpec:
+    """Parse ``NAME``, ``NAME:ARG`` or ``LABEL=NAME[:ARG]``.
+
+    Raises:
+        ValueError: For an unknown name (the message lists the known ones).
+    """
+    label, sep, spec = text.partition("=")
+    if not sep:
+        label, spec = "", text
+    name, sep, arg = spec.partition(":")
+    if name not in POLICY_FACTORIES:
+        raise ValueError(f"unknown policy {name!r}; choose from {sorted(POLICY_FACTORIES)}")
+    if not label:
+        label = arg if name == "mask" and arg else ("learned_fixed" if name == "learned" else name)
+    return PolicySpec(label, name, arg if sep else None)
