@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from activemri._io import atomic_write_text
-from activemri.envs.config import load_env_config
+from activemri.envs.config import build_dataset, load_env_config
 from activemri.envs.vector import ActiveMRIVectorEnv
 from activemri.evaluation.policies import PolicySpec, parse_policy
 from activemri.evaluation.results import build_results, write_csv
@@ -120,10 +120,9 @@ class _Envs:
         if key not in self._envs:
             overrides = self.config_overrides(acceleration, max_slices)
             config = load_env_config(preset, **overrides)
-            probe = ActiveMRIVectorEnv(1, config)  # how many slices the split holds
-            n = len(probe.sim.indices)
-            batch = _balanced_batch(n, self.settings.batch_size)
-            self._envs[key] = probe if batch == 1 else ActiveMRIVectorEnv(batch, config)
+            _, indices = build_dataset(config)  # how many slices the (sub)split holds
+            batch = _balanced_batch(len(indices), self.settings.batch_size)
+            self._envs[key] = ActiveMRIVectorEnv(batch, config)
         return self._envs[key]
 
 

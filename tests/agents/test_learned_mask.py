@@ -115,6 +115,7 @@ def test_shipped_ordering_fits_the_builtin_env_and_records_its_provenance() -> N
     assert ordering.max_lines == 32  # 4x of 128 lines: 8x is its prefix
     assert len(ordering.provenance["slices"]) == ordering.settings["sample_size"]
     assert ordering.initial == list(range(59, 69))  # the env's 10 central lines
+    assert all(b > a for a, b in itertools.pairwise(ordering.scores))  # prefixes improve
 
 
 def test_ordering_policy_refuses_other_initial_lines(tiny_data: Path) -> None:
