@@ -111,7 +111,9 @@ def ssim_targets(
     if win_size < 2 or win_size % 2 == 0:
         raise ValueError(f"win_size must be odd and >= 3, got {win_size}")
     if min(target.shape[-2:]) < win_size:
-        raise ValueError(f"images {tuple(target.shape[-2:])} are smaller than the {win_size} window")
+        raise ValueError(
+            f"images {tuple(target.shape[-2:])} are smaller than the {win_size} window"
+        )
     dtype = _working_dtype(target)
     y = target.to(dtype)
     # Variances are shift-invariant: removing each image's mean before the local moments

@@ -217,6 +217,7 @@ def evaluate(
                         if k not in ("device", "cache_slices")
                     },
                     "seed": settings.seed,
+                    "batch": venv.num_envs,  # a seeded random policy draws per batch
                 }
                 path = _run_file(out, preset, spec.label, acceleration)
                 loaded = _load_run(path, identity)

@@ -124,10 +124,33 @@ def slice_aucs(runs: Trajectories, metric: str = "ssim") -> np.ndarray:
     ])  # fmt: skip
 
 
+Runs = Mapping[tuple[str, str, float], Trajectories]
+
+
+def budget_views(
+    settings: Any, labels: Sequence[str], runs: Runs, budget_aware: Mapping[str, bool]
+) -> dict[tuple[str, float], dict[str, Trajectories]]:
+    """Per ``(preset, acceleration)``, each policy's trajectories as that budget ends them.
+
+    A budget-aware policy's own run at that budget; any other policy's run at the largest
+    budget, truncated (:func:`truncate`). Policies without a run are left out.
+    """
+    largest = min(settings.accelerations)
+    views: dict[tuple[str, float], dict[str, Trajectories]] = {}
+    for preset in settings.presets:
+        for acceleration in settings.accelerations:
+            view = views.setdefault((preset, float(acceleration)), {})
+            for label in labels:
+                source = acceleration if budget_aware[label] else largest
+                if (preset, label, source) in runs:
+                    view[label] = truncate(runs[(preset, label, source)], acceleration)
+    return views
+
+
 def build_results(
     settings: Any,
     labels: Sequence[str],
-    runs: Mapping[tuple[str, str, float], Trajectories],
+    runs: Runs,
     budget_aware: Mapping[str, bool],
     envs: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -140,37 +163,31 @@ def build_results(
         budget_aware: Per label, whether it was run per budget.
         envs: Per preset, a description of its env.
     """
-    largest = min(settings.accelerations)
     results, tests = [], []
-    for preset in settings.presets:
-        for acceleration in settings.accelerations:
-            per_slice: dict[str, dict[tuple[str, int], float]] = {}
-            for label in labels:
-                source = acceleration if budget_aware[label] else largest
-                if (preset, label, source) not in runs:
-                    continue
-                run = truncate(runs[(preset, label, source)], acceleration)
-                values = {m: _ragged(run.metrics[m]) for m in RECORDED_METRICS}
-                mean_lines = np.nanmean(_ragged([[float(x) for x in r] for r in run.lines]), axis=0)
-                curves, auc, final = {}, {}, {}
-                for m in RECORDED_METRICS:
-                    mean, low, high, n = mean_ci(values[m])
-                    curves[m] = {"mean": [_num(x) for x in mean], "ci_low": [_num(x) for x in low],
-                                 "ci_high": [_num(x) for x in high]}  # fmt: skip
-                    auc[m] = _summary(slice_aucs(run, m))
-                    final[m] = _summary(np.array([r[-1] for r in run.metrics[m]]))
-                results.append({
-                    "policy": label, "preset": preset, "acceleration": float(acceleration),
-                    "budget_aware": bool(budget_aware[label]), "num_slices": len(run),
-                    "lines": [float(x) for x in mean_lines], "n": [int(x) for x in n],
-                    "curves": curves, "auc": auc, "final": final,
-                })  # fmt: skip
-                per_slice[label] = dict(zip(run.keys(), slice_aucs(run).tolist(), strict=True))
-            for test in paired_tests(per_slice):
-                row = {"preset": preset, "acceleration": float(acceleration), "metric": "ssim_auc"}
-                row.update({k: (_num(v) if isinstance(v, float) else v)
-                            for k, v in test.to_dict().items()})  # fmt: skip
-                tests.append(row)
+    for (preset, acceleration), view in budget_views(settings, labels, runs, budget_aware).items():
+        per_slice: dict[str, dict[tuple[str, int], float]] = {}
+        for label, run in view.items():
+            values = {m: _ragged(run.metrics[m]) for m in RECORDED_METRICS}
+            mean_lines = np.nanmean(_ragged([[float(x) for x in r] for r in run.lines]), axis=0)
+            curves, auc, final = {}, {}, {}
+            for m in RECORDED_METRICS:
+                mean, low, high, n = mean_ci(values[m])
+                curves[m] = {"mean": [_num(x) for x in mean], "ci_low": [_num(x) for x in low],
+                             "ci_high": [_num(x) for x in high]}  # fmt: skip
+                auc[m] = _summary(slice_aucs(run, m))
+                final[m] = _summary(np.array([r[-1] for r in run.metrics[m]]))
+            results.append({
+                "policy": label, "preset": preset, "acceleration": float(acceleration),
+                "budget_aware": bool(budget_aware[label]), "num_slices": len(run),
+                "lines": [float(x) for x in mean_lines], "n": [int(x) for x in n],
+                "curves": curves, "auc": auc, "final": final,
+            })  # fmt: skip
+            per_slice[label] = dict(zip(run.keys(), slice_aucs(run).tolist(), strict=True))
+        for test in paired_tests(per_slice):
+            row = {"preset": preset, "acceleration": float(acceleration), "metric": "ssim_auc"}
+            row.update({k: (_num(v) if isinstance(v, float) else v)
+                        for k, v in test.to_dict().items()})  # fmt: skip
+            tests.append(row)
     doc = {
         "schema": SCHEMA,
         "activemri_version": __version__,
@@ -249,7 +266,7 @@ def write_csv(
     path: Any,
     settings: Any,
     labels: Sequence[str],
-    runs: Mapping[tuple[str, str, float], Trajectories],
+    runs: Runs,
     budget_aware: Mapping[str, bool],
 ) -> None:
     """Long-format CSV: one row per policy, preset, acceleration, slice and record."""
@@ -257,17 +274,11 @@ def write_csv(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["policy", "preset", "acceleration", "file", "slice", "step", "lines",
                      *RECORDED_METRICS])  # fmt: skip
-    largest = min(settings.accelerations)
-    for preset in settings.presets:
-        for acceleration in settings.accelerations:
-            for label in labels:
-                source = acceleration if budget_aware[label] else largest
-                if (preset, label, source) not in runs:
-                    continue
-                run = truncate(runs[(preset, label, source)], acceleration)
-                for i, (file, index) in enumerate(run.keys()):
-                    for step, lines in enumerate(run.lines[i]):
-                        values = [repr(run.metrics[m][i][step]) for m in RECORDED_METRICS]
-                        writer.writerow([label, preset, f"{acceleration:g}", file, index, step,
-                                         lines, *values])  # fmt: skip
+    for (preset, acceleration), view in budget_views(settings, labels, runs, budget_aware).items():
+        for label, run in view.items():
+            for i, (file, index) in enumerate(run.keys()):
+                for step, lines in enumerate(run.lines[i]):
+                    values = [repr(run.metrics[m][i][step]) for m in RECORDED_METRICS]
+                    writer.writerow([label, preset, f"{acceleration:g}", file, index, step,
+                                     lines, *values])  # fmt: skip
     atomic_write_text(path, buffer.getvalue())
