@@ -82,28 +82,49 @@ def _box_sum(x: torch.Tensor, win: int) -> torch.Tensor:
 class SSIMTargets:
     """Window statistics of fixed targets, computed once to score many images against them.
 
-    The greedy oracle scores every candidate line of an episode against the same target;
-    this halves the per-candidate moment maps. Build with :func:`ssim_targets`.
+    The greedy oracle scores every candidate line of an episode against the same target, so
+    everything that depends on the target alone is computed here once. Build with
+    :func:`ssim_targets`; all maps cover the valid region ``(B, h - win + 1, w - win + 1)``.
 
     Attributes:
         centered: Targets minus their own mean, ``(B, h, w)``.
-        mean: Target means, ``(B, 1, 1)``.
-        local_mean: Window means of ``centered`` over the valid region.
-        local_sq: Window means of ``centered ** 2`` over the valid region.
-        data_range: ``(B,)``.
+        local_mean: Window means of ``centered``.
+        twice_mean: ``2 * `` the window means of the targets.
+        luminance: Window mean of the target squared plus ``C1``.
+        variance: Sample variance of the target in the window plus ``C2``.
+        c1: ``(K1 * data_range) ** 2``, ``(B, 1, 1)``.
+        c2: ``(K2 * data_range) ** 2``, ``(B, 1, 1)``.
         win_size: Window side length.
     """
 
     centered: torch.Tensor
-    mean: torch.Tensor
     local_mean: torch.Tensor
-    local_sq: torch.Tensor
-    data_range: torch.Tensor
+    twice_mean: torch.Tensor
+    luminance: torch.Tensor
+    variance: torch.Tensor
+    c1: torch.Tensor
+    c2: torch.Tensor
     win_size: int
+
+    def rows(self, index: torch.Tensor | int) -> SSIMTargets:
+        """The statistics of targets ``index`` (an int keeps a batch of one, without a copy)."""
+        if isinstance(index, int):
+            pick: torch.Tensor | slice = slice(index, index + 1)
+        else:
+            pick = index
+        return SSIMTargets(
+            self.centered[pick], self.local_mean[pick], self.twice_mean[pick],
+            self.luminance[pick], self.variance[pick], self.c1[pick], self.c2[pick],
+            self.win_size,
+        )  # fmt: skip
 
 
 def ssim_targets(
-    target: torch.Tensor, data_range: torch.Tensor | float | None = None, win_size: int = 7
+    target: torch.Tensor,
+    data_range: torch.Tensor | float | None = None,
+    win_size: int = 7,
+    k1: float = 0.01,
+    k2: float = 0.03,
 ) -> SSIMTargets:
     """Precompute :class:`SSIMTargets` (arguments as in :func:`ssim`)."""
     if target.ndim != 3:
@@ -116,14 +137,27 @@ def ssim_targets(
         )
     dtype = _working_dtype(target)
     y = target.to(dtype)
+    dr = _data_range(data_range, target, dtype)[:, None, None]
+    c1 = (k1 * dr) ** 2
+    c2 = (k2 * dr) ** 2
     # Variances are shift-invariant: removing each image's mean before the local moments
     # avoids the float32 cancellation in E[x^2] - E[x]^2 on images with large offsets.
     mean = y.mean(dim=(-2, -1), keepdim=True)
     centered = y - mean
     n = win_size * win_size
     local = _box_sum(torch.stack((centered, centered * centered), dim=1), win_size) / n
-    return SSIMTargets(centered, mean, local[:, 0], local[:, 1],
-                       _data_range(data_range, target, dtype), win_size)  # fmt: skip
+    uy, uyy = local[:, 0], local[:, 1]
+    full = uy + mean
+    return SSIMTargets(
+        centered=centered,
+        local_mean=uy,
+        twice_mean=2 * full,
+        luminance=full * full + c1,
+        variance=(n / (n - 1)) * (uyy - uy * uy) + c2,
+        c1=c1,
+        c2=c2,
+        win_size=win_size,
+    )
 
 
 def ssim(
@@ -153,70 +187,65 @@ def ssim(
     """
     _check_pair(pred, target)
     target = target.to(_working_dtype(pred, target))
-    return ssim_against(pred, ssim_targets(target, data_range, win_size), k1=k1, k2=k2)
+    return ssim_against(pred, ssim_targets(target, data_range, win_size, k1, k2))
 
 
 def ssim_against(
-    pred: torch.Tensor,
-    targets: SSIMTargets,
-    rows: torch.Tensor | None = None,
-    k1: float = 0.01,
-    k2: float = 0.03,
+    pred: torch.Tensor, targets: SSIMTargets, rows: torch.Tensor | int | None = None
 ) -> torch.Tensor:
     """SSIM of each image against precomputed targets (see :func:`ssim`).
 
     Args:
         pred: Real images ``(N, h, w)``.
         targets: From :func:`ssim_targets`.
-        rows: Long ``(N,)``: the target of each image (default: image ``i`` -> target ``i``).
-        k1: Luminance constant.
-        k2: Contrast constant.
+        rows: The target of each image: long ``(N,)``, or one int for all of them (no
+            gather); default: image ``i`` against target ``i``.
 
     Returns:
         ``(N,)`` tensor.
     """
+    size = tuple(targets.centered.shape[-2:])
+    if pred.ndim != 3 or tuple(pred.shape[-2:]) != size:
+        raise ValueError(f"images must be (N, {size[0]}, {size[1]}), got {tuple(pred.shape)}")
     if rows is None:
-        rows = torch.arange(targets.centered.shape[0], device=pred.device)
-    if pred.ndim != 3 or pred.shape[-2:] != targets.centered.shape[-2:]:
-        raise ValueError(
-            f"images must be (N, {', '.join(map(str, targets.centered.shape[-2:]))}), got "
-            f"{tuple(pred.shape)}"
-        )
-    if rows.shape != pred.shape[:1]:
+        if pred.shape[0] != targets.centered.shape[0]:
+            raise ValueError(f"expected {targets.centered.shape[0]} images, got {pred.shape[0]}")
+    elif isinstance(rows, torch.Tensor) and rows.shape != pred.shape[:1]:
         raise ValueError(f"rows must have shape ({pred.shape[0]},), got {tuple(rows.shape)}")
     if pred.is_cuda:
-        return _ssim(pred, targets, rows, k1, k2)
+        return _ssim(pred, targets if rows is None else targets.rows(rows))
     # On CPU the computation is memory-bound: chunks whose moment maps fit in cache run
     # several times faster than one pass over the whole batch.
-    chunk = max(1, _CPU_CHUNK_ELEMENTS // (pred.shape[-2] * pred.shape[-1]))
-    parts = [
-        _ssim(pred[i : i + chunk], targets, rows[i : i + chunk], k1, k2)
-        for i in range(0, pred.shape[0], chunk)
-    ]
+    chunk = max(1, _CPU_CHUNK_ELEMENTS // (size[0] * size[1]))
+    parts = []
+    for i in range(0, pred.shape[0], chunk):
+        if rows is None:
+            part = targets.rows(torch.arange(i, min(i + chunk, pred.shape[0])))
+        elif isinstance(rows, int):
+            part = targets.rows(rows)
+        else:
+            part = targets.rows(rows[i : i + chunk])
+        parts.append(_ssim(pred[i : i + chunk], part))
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
-def _ssim(
-    pred: torch.Tensor, t: SSIMTargets, rows: torch.Tensor, k1: float, k2: float
-) -> torch.Tensor:
+def _ssim(pred: torch.Tensor, t: SSIMTargets) -> torch.Tensor:
     x = pred.to(t.centered.dtype)
-    dr = t.data_range[rows][:, None, None]
-    c1 = (k1 * dr) ** 2
-    c2 = (k2 * dr) ** 2
     mx = x.mean(dim=(-2, -1), keepdim=True)
-    my = t.mean[rows]
     xc = x - mx
     n = t.win_size * t.win_size
-    moments = _box_sum(torch.stack((xc, xc * xc, xc * t.centered[rows]), dim=1), t.win_size) / n
-    ux, uxx, uxy = moments.unbind(dim=1)
-    uy, uyy = t.local_mean[rows], t.local_sq[rows]
     cov_norm = n / (n - 1)
-    var_sum = cov_norm * (uxx + uyy - ux * ux - uy * uy)
-    cov = cov_norm * (uxy - ux * uy)
-    ux = ux + mx
-    uy = uy + my
-    num = (2 * ux * uy + c1) * (2 * cov + c2)
-    den = (ux * ux + uy * uy + c1) * (var_sum + c2)
+    moments = _box_sum(torch.stack((xc, xc * xc, xc * t.centered), dim=1), t.win_size) / n
+    ux, uxx, uxy = moments.unbind(dim=1)
+    # SSIM = (2 mx my + C1)(2 cov + C2) / ((mx^2 + my^2 + C1)(vx + vy + C2)), with every
+    # target-only term precomputed; addcmul fuses the products into single passes.
+    full = ux + mx
+    num = torch.addcmul(t.c1, full, t.twice_mean) * torch.add(
+        t.c2, torch.addcmul(uxy, ux, t.local_mean, value=-1), alpha=2 * cov_norm
+    )
+    den = torch.addcmul(t.luminance, full, full) * torch.add(
+        t.variance, torch.addcmul(uxx, ux, ux, value=-1), alpha=cov_norm
+    )
     return (num / den).mean(dim=(-2, -1))
 
 

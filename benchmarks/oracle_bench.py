@@ -6,8 +6,14 @@ One oracle step scores every measured, unacquired line of every episode. This sc
   candidates in chunks of ``candidate_chunk`` images per forward; rank-one image updates with
   the zero-filled reconstructor);
 - ``bare``: only the reconstructor forwards that scoring needs (same chunks, same inputs);
+- ``bare + SSIM``: those forwards and the SSIM of every image, the least any oracle does;
+- ``oracle, MSE``: the batched oracle scoring with MSE instead of SSIM, which isolates the
+  cost of making the candidate images (rank-one updates with the zero-filled reconstructor);
 - ``one-by-one``: the prior-art way, each candidate stepped through the public single-env
   ``step`` API from a saved state (one forward of batch 1 per candidate).
+
+Batched and bare times are medians over ``--repeats`` runs (this machine's timings vary by
+up to 2x between runs); one-by-one runs once.
 
 Usage::
 
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 import activemri  # noqa: F401  (registers the env ids)
+from activemri import metrics
 from activemri.agents import GreedyOraclePolicy, free_lines
 from activemri.envs import ActiveMRIEnv, ActiveMRIVectorEnv
 
@@ -41,6 +48,7 @@ def main() -> None:
     parser.add_argument(
         "--chunk", type=int, default=None, help="candidate_chunk (default: per device)"
     )
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (median)")
     args = parser.parse_args()
     device = torch.device(args.device)
     recon = {} if args.reconstructor == "unet" else {"reconstructor": "zero_filled"}
@@ -51,35 +59,45 @@ def main() -> None:
     venv.torch_reset(seed=0)
     state = venv.sim.require_state()
     oracle = GreedyOraclePolicy(venv.core)
-    oracle.act({}, state)  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    choice = oracle.act({}, state)
-    _sync(device)
-    batched = time.perf_counter() - start
+    mse_oracle = GreedyOraclePolicy(venv.core, metric="mse")
     candidates = int(free_lines(state).sum())
     chunk = venv.core.candidate_chunk
-
-    # The forwards scoring needs: the same images, in the same chunk sizes.
     free = free_lines(state)
     rows, cols = torch.nonzero(free, as_tuple=True)
     model = venv.core.reconstructor
-    bare = 0.0
-    with torch.no_grad():
-        for s in range(0, rows.numel(), chunk):
-            r, c = rows[s : s + chunk], cols[s : s + chunk]
-            mask = state.mask[r].clone()
-            n = torch.arange(r.numel(), device=device)
-            mask[n, c] = True
-            observed = torch.where(mask[:, None, None, :], state.kspace[r], 0)
+
+    def bare_forwards(score: bool) -> None:
+        """The forwards scoring needs: the same images, in the same chunk sizes."""
+        with torch.no_grad():
+            for s in range(0, rows.numel(), chunk):
+                r, c = rows[s : s + chunk], cols[s : s + chunk]
+                mask = state.mask[r].clone()
+                n = torch.arange(r.numel(), device=device)
+                mask[n, c] = True
+                observed = torch.where(mask[:, None, None, :], state.kspace[r], 0)
+                if args.reconstructor == "unet":
+                    image = model(observed, mask, num_low_frequencies=state.num_low[r]).image
+                else:
+                    image = model(observed, mask).image
+                if score:
+                    metrics.ssim(image, state.target[r], state.data_range[r])
+
+    def median_time(fn) -> float:  # type: ignore[no-untyped-def]
+        fn()  # warm-up
+        times = []
+        for _ in range(args.repeats):
             _sync(device)
-            t0 = time.perf_counter()
-            if args.reconstructor == "unet":
-                model(observed, mask, num_low_frequencies=state.num_low[r])
-            else:
-                model(observed, mask)
+            start = time.perf_counter()
+            fn()
             _sync(device)
-            bare += time.perf_counter() - t0
+            times.append(time.perf_counter() - start)
+        return float(np.median(times))
+
+    choice = oracle.act({}, state)
+    batched = median_time(lambda: oracle.act({}, state))
+    batched_mse = median_time(lambda: mse_oracle.act({}, state))
+    bare = median_time(lambda: bare_forwards(False))
+    bare_ssim = median_time(lambda: bare_forwards(True))
 
     # One by one through the public step API of single envs on the same slices.
     one_by_one = 0.0
@@ -102,10 +120,14 @@ def main() -> None:
         )
     print(
         f"device {args.device}, {args.reconstructor}, B={args.batch_size}, "
-        f"{candidates} candidates, chunk {chunk} ({chunk_note})\n"
-        f"  batched oracle step : {batched * 1e3:9.1f} ms\n"
-        f"  bare forwards       : {bare * 1e3:9.1f} ms   (oracle / bare = {batched / bare:.2f})\n"
-        f"  one by one (step API): {one_by_one * 1e3:9.1f} ms   "
+        f"{candidates} candidates, chunk {chunk} ({chunk_note}), median of {args.repeats}\n"
+        f"  batched oracle step (SSIM): {batched * 1e3:9.1f} ms\n"
+        f"  batched oracle step (MSE) : {batched_mse * 1e3:9.1f} ms   (candidate images)\n"
+        f"  bare forwards             : {bare * 1e3:9.1f} ms   (oracle / bare = "
+        f"{batched / bare:.2f})\n"
+        f"  bare forwards + SSIM      : {bare_ssim * 1e3:9.1f} ms   (oracle / (bare + SSIM) = "
+        f"{batched / bare_ssim:.2f})\n"
+        f"  one by one (step API)     : {one_by_one * 1e3:9.1f} ms   "
         f"(one-by-one / batched = {one_by_one / batched:.1f}x)"
     )
 

@@ -6,7 +6,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from activemri.data import SliceDataset
-from activemri.metrics import mse, nmse, psnr, ssim
+from activemri.metrics import mse, nmse, psnr, ssim, ssim_against, ssim_targets
 
 
 def _skimage_ssim(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:
@@ -145,3 +145,20 @@ def test_ssim_on_cuda_never_synchronizes_with_host():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert out.shape == (8,) and out.is_cuda
+
+
+def test_ssim_against_precomputed_targets_equals_ssim() -> None:
+    gen = torch.Generator().manual_seed(0)
+    targets = torch.rand(3, 24, 20, generator=gen) * 5
+    preds = targets[[0, 0, 2, 1, 2]] + 0.3 * torch.rand(5, 24, 20, generator=gen)
+    rows = torch.tensor([0, 0, 2, 1, 2])
+    data_range = torch.tensor([5.0, 4.0, 6.0])
+    expected = ssim(preds, targets[rows], data_range[rows])
+    stats = ssim_targets(targets, data_range)
+    torch.testing.assert_close(ssim_against(preds, stats, rows), expected)
+    torch.testing.assert_close(ssim_against(preds[:2], stats, 0), expected[:2])  # one target
+    with pytest.raises(ValueError, match="rows must have shape"):
+        ssim_against(preds, stats, rows[:2])
+    pred = preds[:3].clone().requires_grad_(True)
+    ssim_against(pred, ssim_targets(targets, data_range)).sum().backward()
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()

@@ -370,13 +370,19 @@ class AcquisitionCore:
         for start in range(0, b * k, self.candidate_chunk):
             rows = flat_rows[start : start + self.candidate_chunk]
             cols = flat_lines[start : start + self.candidate_chunk]
+            # On CPU a chunk of one episode's candidates broadcasts that episode's tensors
+            # instead of gathering a copy per candidate (a free check there, a sync on GPU).
+            one: int | None = None
+            if self.device.type == "cpu" and bool(rows[0] == rows[-1]):
+                one = int(rows[0])
+            pick: torch.Tensor | slice = rows if one is None else slice(one, one + 1)
             new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
             if state.coil_images is not None and state.line_images is not None:
                 column = torch.where(
                     new_line[:, None, None], state.line_images[rows, :, :, cols], 0
                 )
                 basis = self._rows(state.mask.shape[1])[cols]
-                coil = state.coil_images[rows] + column[..., None] * basis[:, None, None, :]
+                coil = state.coil_images[pick] + column[..., None] * basis[:, None, None, :]
                 image = rss(coil, dim=1).float()
             else:
                 mask = state.mask[rows]
@@ -388,7 +394,7 @@ class AcquisitionCore:
                 )
                 image = self._forward(observed, mask, state.num_low[rows])[0]
             if targets is not None:
-                value = metrics.ssim_against(image, targets, rows)
+                value = metrics.ssim_against(image, targets, rows if one is None else one)
             else:
                 value = _metric(metric, image, state.target[rows], state.data_range[rows])
             out[start : start + rows.numel()] = _SIGN[metric] * value
