@@ -106,12 +106,9 @@ class SSIMTargets:
     c2: torch.Tensor
     win_size: int
 
-    def rows(self, index: torch.Tensor | int) -> SSIMTargets:
-        """The statistics of targets ``index`` (an int keeps a batch of one, without a copy)."""
-        if isinstance(index, int):
-            pick: torch.Tensor | slice = slice(index, index + 1)
-        else:
-            pick = index
+    def rows(self, index: torch.Tensor | slice | int) -> SSIMTargets:
+        """The statistics of targets ``index`` (an int or a slice selects without a copy)."""
+        pick = slice(index, index + 1) if isinstance(index, int) else index
         return SSIMTargets(
             self.centered[pick], self.local_mean[pick], self.twice_mean[pick],
             self.luminance[pick], self.variance[pick], self.c1[pick], self.c2[pick],
@@ -220,7 +217,7 @@ def ssim_against(
     parts = []
     for i in range(0, pred.shape[0], chunk):
         if rows is None:
-            part = targets.rows(torch.arange(i, min(i + chunk, pred.shape[0])))
+            part = targets.rows(slice(i, i + chunk))
         elif isinstance(rows, int):
             part = targets.rows(rows)
         else:

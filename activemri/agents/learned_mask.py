@@ -28,7 +28,7 @@ import torch
 from activemri import __version__
 from activemri._io import atomic_write_text
 from activemri.agents.policies import FixedOrderPolicy
-from activemri.envs.config import EnvConfig
+from activemri.envs.config import EnvConfig, describe_reconstructor
 from activemri.envs.core import EnvState
 from activemri.envs.simulator import Episode, Simulator
 
@@ -116,9 +116,14 @@ class OrderingPolicy(FixedOrderPolicy):
     def begin(self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState) -> None:
         """Check that the new episodes start from the ordering's initial lines and width."""
         expected = set(self.ordering.initial)
-        for row, episode in zip(rows, episodes, strict=True):
-            width = int(state.mask.shape[1])
-            start = set(torch.nonzero(state.mask[row]).flatten().tolist())
+        width = int(state.mask.shape[1])
+        masks = (
+            state.mask[torch.as_tensor(list(rows), dtype=torch.long, device=state.mask.device)]
+            .cpu()
+            .numpy()
+        )
+        for mask, episode in zip(masks, episodes, strict=True):
+            start = set(np.flatnonzero(mask).tolist())
             if width != self.ordering.width or start != expected:
                 raise ValueError(
                     f"{episode.meta.file.name}: the ordering was learned from "
@@ -165,14 +170,6 @@ def load_ordering(path: str | Path | None = None) -> LearnedOrdering:
     if len(ordering.scores) != len(ordering.order) + 1:
         raise ValueError(f"{path}: expected {len(ordering.order) + 1} scores")
     return ordering
-
-
-def _describe(reconstructor: Any) -> str:
-    """A machine-independent name: a preset's or checkpoint's file name, else the spec."""
-    if isinstance(reconstructor, (str, Path)):
-        text = str(reconstructor)
-        return Path(text).name if text.endswith((".yaml", ".yml", ".pt")) else text
-    return type(reconstructor).__name__
 
 
 def learn_ordering(
@@ -250,7 +247,7 @@ def learn_ordering(
         "data": config.data,
         "split": config.split,
         "split_seed": config.split_seed,
-        "reconstructor": _describe(config.reconstructor),
+        "reconstructor": describe_reconstructor(config.reconstructor),
         "sample_size": sample_size,
         "seed": seed,
         "metric": metric,

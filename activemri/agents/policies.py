@@ -191,16 +191,18 @@ class FixedMaskPolicy(Policy):
                 state.mask.shape, dtype=torch.float32, device=state.mask.device
             )
         center_out = np.array(center_out_order(width))
-        for row, episode in zip(rows, episodes, strict=True):
-            valid = state.valid[row].cpu().numpy()
-            initial = state.mask[row].cpu().numpy()
-            num_lines = int(initial.sum() + state.budget[row])
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=state.mask.device)
+        # One device-to-host copy for all new episodes; masks are drawn with NumPy.
+        valid, initial = state.valid[index].cpu().numpy(), state.mask[index].cpu().numpy()
+        budget, num_low = state.budget[index].tolist(), state.num_low[index].tolist()
+        ranks = np.empty((len(index), width), dtype=np.float32)
+        for i, episode in enumerate(episodes):
+            num_lines = int(initial[i].sum() + budget[i])
             rng = np.random.default_rng(volume_seed(episode.meta.file.name) + self.seed)
-            mask, _ = make_mask(self.mask_type, width, num_lines, int(state.num_low[row]), rng,
-                                valid=valid)  # fmt: skip
-            rank = np.empty(width, dtype=np.float32)
-            rank[center_out] = np.arange(width) + np.where(mask[center_out], 0, width)
-            self._rank[row] = torch.from_numpy(rank)
+            mask, _ = make_mask(self.mask_type, width, num_lines, int(num_low[i]), rng,
+                                valid=valid[i])  # fmt: skip
+            ranks[i, center_out] = np.arange(width) + np.where(mask[center_out], 0, width)
+        self._rank[index] = torch.from_numpy(ranks).to(self._rank.device)
 
     def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
         """See :meth:`Policy.act`."""

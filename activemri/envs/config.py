@@ -40,6 +40,7 @@ __all__ = [
     "EnvDataWarning",
     "build_dataset",
     "build_reconstructor_for_env",
+    "describe_reconstructor",
     "load_env_config",
     "preset_dir",
     "resolve_device",
@@ -237,6 +238,18 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def describe_reconstructor(reconstructor: str | Path | Reconstructor) -> str:
+    """A machine-independent name of a reconstructor spec, for reports and provenance.
+
+    A preset's or checkpoint's file name, a registry name or class path as given, or an
+    instance's class name.
+    """
+    if isinstance(reconstructor, (str, Path)):
+        text = str(reconstructor)
+        return Path(text).name if text.endswith((".yaml", ".yml", ".pt")) else text
+    return type(reconstructor).__name__
 
 
 def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:

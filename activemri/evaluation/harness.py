@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from activemri._io import atomic_write_text
-from activemri.envs.config import build_dataset, load_env_config
+from activemri._io import atomic_path, atomic_write_text
+from activemri.envs.config import build_dataset, describe_reconstructor, load_env_config
 from activemri.envs.vector import ActiveMRIVectorEnv
 from activemri.evaluation.policies import PolicySpec, parse_policy
 from activemri.evaluation.results import build_results, write_csv
@@ -150,8 +150,6 @@ def _load_run(path: Path, identity: Mapping[str, Any]) -> Trajectories | None:
 
 def _save_run(path: Path, identity: Mapping[str, Any], runs: Trajectories) -> None:
     if runs.example is not None:
-        from activemri._io import atomic_path
-
         with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **runs.example)  # type: ignore[arg-type]
     doc = {"identity": identity, "trajectories": runs.to_dict()}
@@ -254,12 +252,6 @@ def evaluate(
 
 def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
     config = venv.config
-    reconstructor = config.reconstructor
-    name = (
-        Path(reconstructor).name
-        if isinstance(reconstructor, (str, Path))
-        else type(reconstructor).__name__
-    )
     scenario = asdict(config.scenario)
     scenario.pop("acceleration", None)
     scenario.pop("budget", None)
@@ -267,7 +259,7 @@ def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
         "data": config.data,
         "split": config.split,
         "split_seed": config.split_seed,
-        "reconstructor": name,
+        "reconstructor": describe_reconstructor(config.reconstructor),
         "reconstructor_class": type(venv.core.reconstructor).__name__,
         "kspace_shape": list(venv.sim.kspace_shape),
         "recon_size": list(venv.sim.recon_size),
