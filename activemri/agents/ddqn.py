@@ -4,18 +4,18 @@ SB3's ``DQN`` bootstraps with ``max_a Q_target(s', a)`` over every action and ex
 ``action_space.sample()``. For active acquisition both are wrong: an acquired line is not an
 action the agent can take. :class:`DoubleDQN` therefore
 
-- selects actions greedily among the unacquired lines (``obs["mask"] == 0``), also when
-  exploring (uniformly among them);
+- selects actions greedily among the unacquired lines (``obs["mask"] == 0``, or
+  ``obs["action_mask"] == 1`` when the observation has the adapter's ``action_mask`` entry),
+  also when exploring (uniformly among them);
 - bootstraps with the double-Q target ``r + gamma (1 - done) Q_target(s', a*)`` where
   ``a* = argmax`` of the *online* network over the lines still unacquired in ``s'``
   (van Hasselt et al. 2016), see :func:`double_q_target`.
 
 Everything else (replay, target updates, schedules, saving) is SB3's ``DQN``.
 
-Limitation: the observation does not say which columns are zero-padding (non-measured), so
-on padded data (fastMRI knee) those columns stay selectable; the env answers them like a
-repeat (no change, ``-repeat_penalty``), so the agent learns to avoid them. MaskablePPO
-reads ``action_masks()``, which excludes them.
+On zero-padded k-space (fastMRI knee) ``mask`` alone does not say which columns are
+padding: ask the SB3 adapter for ``observation_keys=[..., "mask", "action_mask"]`` (as the
+knee presets do) so those are excluded too. MaskablePPO reads ``action_masks()`` instead.
 """
 
 from __future__ import annotations
@@ -29,13 +29,25 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import MultiInputPolicy, QNetwork
 
+from activemri.envs.sb3 import ACTION_MASK
+
 __all__ = ["DoubleDQN", "MaskedMultiInputPolicy", "MaskedQNetwork", "acquired", "double_q_target"]
 
 
 def acquired(observation: PyTorchObs) -> torch.Tensor:
-    """Bool ``(B, W)``: lines already acquired, from the observation's ``mask``."""
+    """Bool ``(B, W)``: lines the agent may not choose.
+
+    The complement of the observation's ``action_mask`` when it has one (measured lines not
+    yet acquired), else its ``mask`` (lines acquired).
+    """
+    return _blocked(observation)
+
+
+def _blocked(observation: Any) -> Any:
     if not isinstance(observation, dict) or "mask" not in observation:
         raise ValueError("masked DQN needs Dict observations with a 'mask' entry")
+    if ACTION_MASK in observation:
+        return observation[ACTION_MASK] < 0.5
     return observation["mask"] > 0.5
 
 
@@ -124,30 +136,24 @@ class DoubleDQN(DQN):
         # SB3 explores with NumPy's global generator (seeded by set_random_seed); so do we.
         if deterministic or np.random.rand() >= self.exploration_rate:  # noqa: NPY002
             return self.policy.predict(observation, state, episode_start, deterministic)
-        mask = np.asarray(_mask(observation))
-        actions = _uniform_unacquired(mask.reshape(-1, mask.shape[-1]))
-        return (actions if mask.ndim == 2 else actions.reshape(())), state
+        blocked = np.asarray(_blocked(observation))
+        actions = _uniform_unacquired(blocked.reshape(-1, blocked.shape[-1]))
+        return (actions if blocked.ndim == 2 else actions.reshape(())), state
 
     def _sample_action(
         self, learning_starts: int, action_noise: Any = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """Warm-up steps draw uniform *unacquired* lines (SB3 samples the whole space)."""
         if self.num_timesteps < learning_starts:
-            actions = _uniform_unacquired(np.asarray(_mask(self._last_obs)))
+            actions = _uniform_unacquired(np.asarray(_blocked(self._last_obs)))
         else:
             actions, _ = self.predict(self._last_obs, deterministic=False)  # type: ignore[arg-type]
         return actions, actions
 
 
-def _mask(observation: Any) -> Any:
-    if not isinstance(observation, dict) or "mask" not in observation:
-        raise ValueError("masked DQN needs Dict observations with a 'mask' entry")
-    return observation["mask"]
-
-
-def _uniform_unacquired(masks: np.ndarray) -> np.ndarray:
-    """One uniformly drawn unacquired line per row of ``(B, W)`` masks (0 if none is left)."""
+def _uniform_unacquired(blocked: np.ndarray) -> np.ndarray:
+    """One uniformly drawn allowed line per row of bool ``(B, W)`` (0 if none is left)."""
     return np.array([
-        np.random.choice(np.flatnonzero(row < 0.5)) if (row < 0.5).any() else 0  # noqa: NPY002
-        for row in masks
+        np.random.choice(np.flatnonzero(~row)) if (~row).any() else 0  # noqa: NPY002
+        for row in blocked
     ])  # fmt: skip

@@ -17,14 +17,17 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from activemri.envs.vector import ActiveMRIVectorEnv
 
-__all__ = ["ActiveMRISB3VecEnv", "make_sb3_vec_env"]
+__all__ = ["ACTION_MASK", "ActiveMRISB3VecEnv", "make_sb3_vec_env"]
 
 _ACTION_MASKS = "action_masks"
+ACTION_MASK = "action_mask"
+"""Optional observation entry: the measured lines not yet acquired (see the adapter)."""
 
 
 class ActiveMRISB3VecEnv(VecEnv):
@@ -38,12 +41,44 @@ class ActiveMRISB3VecEnv(VecEnv):
 
     Args:
         venv: The batched env.
+        observation_keys: Keep only these observation entries (e.g.
+            ``["reconstruction", "mask"]`` for an agent that ignores the uncertainty map);
+            ``None`` keeps all. The extra entry ``"action_mask"`` (``MultiBinary(W)``: the
+            measured lines not yet acquired, i.e. :meth:`action_masks`) can be asked for, so
+            agents that read masks from observations (Double DQN) skip zero-padded columns.
+            In a terminal observation it is the complement of ``mask`` (the finished
+            episode's padding is gone by then; no target bootstraps from it).
+
+    Raises:
+        ValueError: If ``observation_keys`` names an entry the env does not have.
     """
 
-    def __init__(self, venv: ActiveMRIVectorEnv) -> None:
+    def __init__(
+        self, venv: ActiveMRIVectorEnv, observation_keys: Sequence[str] | None = None
+    ) -> None:
         self.venv = venv
-        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        space = venv.single_observation_space
+        assert isinstance(space, spaces.Dict)
+        keys = list(space.spaces) if observation_keys is None else list(observation_keys)
+        available = [*space.spaces, ACTION_MASK]
+        unknown = sorted(set(keys) - set(available))
+        if unknown or not keys:
+            raise ValueError(f"observation_keys {keys} must be a non-empty subset of {available}")
+        self.observation_keys = keys
+        entries = {**space.spaces, ACTION_MASK: spaces.MultiBinary(venv.sim.width)}
+        observation_space = spaces.Dict({k: entries[k] for k in keys})
+        super().__init__(venv.num_envs, observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
+
+    def _select(
+        self, obs: dict[str, np.ndarray], action_mask: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        if ACTION_MASK not in self.observation_keys:
+            return {k: obs[k] for k in self.observation_keys}
+        if action_mask is None:
+            action_mask = self.venv.action_masks()
+        full = {**obs, ACTION_MASK: np.asarray(action_mask, dtype=np.int8)}
+        return {k: full[k] for k in self.observation_keys}
 
     def reset(self) -> dict[str, np.ndarray]:
         """Reset every episode, using seeds set by :meth:`seed` once."""
@@ -53,7 +88,7 @@ class ActiveMRISB3VecEnv(VecEnv):
         self.reset_infos = [{k: _scalar(infos[k][i]) for k in keys} for i in range(self.num_envs)]
         self._reset_seeds()
         self._reset_options()
-        return obs
+        return self._select(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         """Store the actions for :meth:`step_wait`."""
@@ -73,10 +108,11 @@ class ActiveMRISB3VecEnv(VecEnv):
             if dones[i]:
                 final = infos["final_info"]
                 info = {k: _scalar(final[k][i]) for k in keys if k in final}
-                info["terminal_observation"] = infos["final_obs"][i]
+                last = infos["final_obs"][i]
+                info["terminal_observation"] = self._select(last, 1 - np.asarray(last["mask"]))
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             per_env.append(info)
-        return obs, reward.astype(np.float32), dones, per_env
+        return self._select(obs), reward.astype(np.float32), dones, per_env
 
     def close(self) -> None:
         """Close the underlying env."""
@@ -149,6 +185,7 @@ def make_sb3_vec_env(
     n_envs: int = 1,
     seed: int | None = None,
     monitor: bool = True,
+    observation_keys: Sequence[str] | None = None,
     **overrides: Any,
 ) -> VecEnv:
     """Build the batched env of a registered id and wrap it for SB3.
@@ -159,6 +196,7 @@ def make_sb3_vec_env(
         seed: Seeds sub-env ``i`` with ``seed + i`` at the first reset.
         monitor: Wrap in SB3's ``VecMonitor``, so episode returns and lengths reach SB3's
             logger (``ep_rew_mean``) and ``evaluate_policy``.
+        observation_keys: Observation entries to keep (``None``: all).
         **overrides: Env config overrides (as for ``gymnasium.make``).
 
     Returns:
@@ -169,7 +207,7 @@ def make_sb3_vec_env(
     )
     if not isinstance(venv.unwrapped, ActiveMRIVectorEnv):
         raise TypeError(f"{env_id} is not an activemri environment")
-    adapter: VecEnv = ActiveMRISB3VecEnv(venv.unwrapped)
+    adapter: VecEnv = ActiveMRISB3VecEnv(venv.unwrapped, observation_keys)
     if monitor:
         adapter = VecMonitor(adapter)
     if seed is not None:

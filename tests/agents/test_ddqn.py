@@ -69,3 +69,33 @@ def test_never_picks_acquired_lines_and_training_is_deterministic(
     model.exploration_rate = 1.0
     explored, _ = model.predict(obs)
     assert not obs["mask"][np.arange(2), explored].any()
+
+
+@pytest.mark.slow
+def test_with_action_mask_observation_never_picks_padding_or_acquired_lines(
+    tiny_data: Path,
+) -> None:
+    venv = make_sb3_vec_env("ActiveMRI/Builtin-v0", n_envs=2, seed=0,
+                            observation_keys=["reconstruction", "mask", "action_mask"],
+                            **tiny_config(tiny_data))  # fmt: skip
+    obs = venv.reset()
+    valid = venv.env_method("action_masks")
+    np.testing.assert_array_equal(obs["action_mask"], np.stack(valid).astype(np.int8))
+    assert not obs["action_mask"][:, :2].any()  # the tiny data's zero-padded edge columns
+    model = DoubleDQN("MultiInputPolicy", venv, learning_starts=32, buffer_size=400,
+                      batch_size=16, train_freq=4, target_update_interval=50, seed=0,
+                      policy_kwargs={"net_arch": [32]})  # fmt: skip
+    allowed = []
+    original = venv.step_async
+
+    def spy(actions: np.ndarray) -> None:
+        free = model._last_obs["action_mask"]  # type: ignore[index]
+        allowed.extend(bool(free[i, a]) for i, a in enumerate(actions))
+        original(actions)
+
+    venv.step_async = spy  # type: ignore[method-assign]
+    model.learn(200)
+    assert len(allowed) >= 200 and all(allowed)
+    with pytest.raises(ValueError, match="non-empty subset"):
+        make_sb3_vec_env("ActiveMRI/Builtin-v0", n_envs=1, observation_keys=["kspace"],
+                         **tiny_config(tiny_data))  # fmt: skip
