@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from activemri import __version__
 
@@ -229,6 +230,50 @@ def _mask_learn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_train(args: argparse.Namespace) -> int:
+    from activemri.agents.preset import load_agent_preset
+    from activemri.agents.training import train_agent
+
+    try:
+        preset = load_agent_preset(args.preset)
+        if args.set:
+            overrides = {**preset.env_overrides, **_parse_overrides(args.set)}
+            preset = preset.replace(env_overrides=overrides, source=preset.source)
+        out = args.out or str(Path("outputs") / "agents" / Path(args.preset).stem)
+        result = train_agent(
+            preset, out, total_steps=args.total_steps, device=args.device, seed=args.seed,
+            resume=args.resume, tensorboard=args.tensorboard,
+            time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
+            log=None if args.quiet else print,
+        )  # fmt: skip
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CommandError(str(exc)) from exc
+    best = max(result.evaluations, key=lambda r: r["ssim_auc"], default=None)
+    summary = f"{result.final}: {result.steps} steps in {result.wall_seconds:.0f} s"
+    if best is not None:
+        summary += f"; best held-out SSIM AUC {best['ssim_auc']:.4f} at step {best['step']:.0f}"
+    print(summary)
+    return 0
+
+
+def _agent_eval(args: argparse.Namespace) -> int:
+    from activemri.agents.sb3_agent import checkpoint_info
+    from activemri.envs.registration import ENV_IDS
+
+    try:
+        info = checkpoint_info(args.checkpoint)
+    except (OSError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    preset = info["preset"]
+    args.policies = [f"{args.label}=agent:{args.checkpoint}", *args.baselines]
+    env = str(preset["env"])
+    args.presets = [args.preset or ENV_IDS.get(env, env)]
+    # The agent's env settings (its data, reconstructor, ...) apply, except what an
+    # evaluation sets itself; --set wins.
+    trained = {k: v for k, v in preset["env_overrides"].items() if k not in _EVAL_OWNED}
+    return _evaluate(args, base_overrides=trained)
+
+
 def _parse_counts(pairs: Sequence[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for pair in pairs:
@@ -239,7 +284,10 @@ def _parse_counts(pairs: Sequence[str]) -> dict[str, int]:
     return out
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+_EVAL_OWNED = {"split", "order", "max_slices", "subset_seed", "device", "acceleration", "budget"}
+
+
+def _evaluate(args: argparse.Namespace, base_overrides: dict[str, Any] | None = None) -> int:
     from activemri.evaluation import EvalSettings, evaluate, format_table
 
     start = time.perf_counter()
@@ -249,7 +297,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             accelerations=tuple(args.accelerations), split=args.split,
             max_slices=args.max_slices, policy_slices=_parse_counts(args.policy_slices),
             subset_seed=args.subset_seed, seed=args.seed, batch_size=args.batch_size,
-            device=args.device, overrides=_parse_overrides(args.set),
+            device=args.device,
+            overrides={**(base_overrides or {}), **_parse_overrides(args.set)},
         )  # fmt: skip
         doc = evaluate(settings, args.out, plots=not args.no_plots,
                        log=None if args.quiet else print, show_progress=not args.quiet)  # fmt: skip
@@ -467,24 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--policies", nargs="+", required=True, metavar="SPEC", help="policies")
     ev.add_argument("--presets", nargs="+", default=["builtin-v0"], help="env presets")
-    ev.add_argument("--accelerations", nargs="+", type=float, default=[4.0, 8.0],
-                    help="budgets as accelerations (default 4 8)")  # fmt: skip
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--max-slices", type=_positive_int, help="seeded subset of N slices")
-    ev.add_argument("--policy-slices", nargs="+", default=[], metavar="LABEL=N",
-                    help="smaller nested subsets per policy, e.g. greedy_oracle=16")  # fmt: skip
-    ev.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the policies and resets")
-    ev.add_argument("--batch-size", type=_positive_int, default=16, help="episodes at once")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    ev.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="env config override for every preset (e.g. data_root=/data/knee)",
-    )  # fmt: skip
-    ev.add_argument("--out", required=True, help="output folder")
-    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-    ev.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_eval_options(ev, accelerations=[4.0, 8.0])
     ev.set_defaults(func=_evaluate)
+
+    _add_agent_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -531,6 +566,81 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
     bench.set_defaults(func=_bench)
     return parser
+
+
+def _add_eval_options(ev: argparse.ArgumentParser, accelerations: Sequence[float]) -> None:
+    ev.add_argument("--accelerations", nargs="+", type=float, default=list(accelerations),
+                    help="budgets as accelerations (default "
+                    f"{' '.join(f'{a:g}' for a in accelerations)})")  # fmt: skip
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--max-slices", type=_positive_int, help="seeded subset of N slices")
+    ev.add_argument("--policy-slices", nargs="+", default=[], metavar="LABEL=N",
+                    help="smaller nested subsets per policy, e.g. greedy_oracle=16")  # fmt: skip
+    ev.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the policies and resets")
+    ev.add_argument("--batch-size", type=_positive_int, default=16, help="episodes at once")
+    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="env config override for every preset (e.g. data_root=/data/knee)",
+    )  # fmt: skip
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    ev.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _add_agent_parser(commands: Any) -> None:
+    agent = commands.add_parser(
+        "agent", help="train and evaluate RL sampling agents (Double DQN, MaskablePPO)",
+        description="RL sampling agents from the presets in agents/ (see agents/README.md).",
+    )  # fmt: skip
+    agent_commands = agent.add_subparsers(dest="agent_command", metavar="SUBCOMMAND",
+                                          required=True)  # fmt: skip
+    tr = agent_commands.add_parser(
+        "train",
+        help="train an agent from a preset (checkpoints, resume, logs, periodic evaluation)",
+        description=(
+            "Train the preset's agent on its env. OUT gets checkpoint.zip (+ replay_buffer.pkl "
+            "for Double DQN; atomic, every checkpoint_every steps), agent.zip (final), best.zip "
+            "(best held-out SSIM AUC), eval.csv, progress.csv (SB3 logger) and training.json. "
+            "Rerun with --resume to continue an interrupted run."
+        ),
+    )
+    tr.add_argument("--preset", required=True,
+                    help="agent preset YAML (e.g. agents/ddqn-builtin.yaml)")  # fmt: skip
+    tr.add_argument("--out", help="output folder (default outputs/agents/PRESET_NAME)")
+    tr.add_argument("--total-steps", type=_positive_int, help="env steps (default: the preset's)")
+    tr.add_argument("--device", help="auto, cpu or cuda (default: the preset's, else auto)")
+    tr.add_argument("--seed", type=int, help="seed (default: the preset's)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.zip")
+    tr.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="env config override on top of the preset's, repeatable (e.g. --set "
+        "data_root=/data/knee); stored in the checkpoint, repeat it with --resume",
+    )  # fmt: skip
+    tr.add_argument("--time-limit", type=float, metavar="MINUTES",
+                    help="stop (with a checkpoint) after this much training time")  # fmt: skip
+    tr.add_argument("--tensorboard", action="store_true",
+                    help="also write TensorBoard logs (needs activemri[tensorboard])")  # fmt: skip
+    tr.add_argument("--quiet", action="store_true", help="no progress lines")
+    tr.set_defaults(func=_agent_train)
+
+    ev = agent_commands.add_parser(
+        "eval",
+        help="evaluate a trained agent next to baselines (same results as activemri evaluate)",
+        description=(
+            "Run `activemri evaluate` with the checkpoint as policy agent:PATH (greedy actions) "
+            "and the given baselines, on the checkpoint's env preset unless --preset is given."
+        ),
+    )
+    ev.add_argument("--checkpoint", required=True, help="agent zip (e.g. OUT/agent.zip)")
+    ev.add_argument("--label", default="agent", help="the agent's name in reports")
+    ev.add_argument("--baselines", nargs="*", default=["random", "low_to_high", "learned"],
+                    metavar="SPEC", help="policies to compare with (default random "
+                    "low_to_high learned)")  # fmt: skip
+    ev.add_argument("--preset", help="env preset to evaluate on (default: the agent's)")
+    _add_eval_options(ev, accelerations=[4.0])
+    ev.set_defaults(func=_agent_eval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

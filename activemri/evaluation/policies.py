@@ -27,6 +27,16 @@ def _learned(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
     return load_ordering(arg).policy()
 
 
+def _agent(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
+    if not arg:
+        raise ValueError("agent:PATH needs a checkpoint (e.g. agent:outputs/agents/NAME/agent.zip)")
+    from activemri.agents.sb3_agent import AgentPolicy  # SB3 loads only when agents are used
+
+    policy = AgentPolicy.from_checkpoint(arg, device=str(venv.sim.device))
+    policy.check_env(venv)
+    return policy
+
+
 def _mask(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
     if not arg:
         raise ValueError("mask:TYPE needs a mask type (e.g. mask:variable_density)")
@@ -41,6 +51,7 @@ POLICY_FACTORIES: dict[str, PolicyFactory] = {
     "learned": _learned,
     "uncertainty": lambda arg, venv, seed: UncertaintyPolicy(),
     "greedy_oracle": lambda arg, venv, seed: GreedyOraclePolicy(venv.core),
+    "agent": _agent,
 }
 """Policy builders by spec name, called as ``factory(arg, venv, seed)``:
 
@@ -51,6 +62,7 @@ POLICY_FACTORIES: dict[str, PolicyFactory] = {
 - ``learned`` / ``learned:PATH``: a learned ordering (default: the shipped one).
 - ``uncertainty``: the uncertainty-driven rule (needs an uncertainty head).
 - ``greedy_oracle``: one-step lookahead with the ground truth.
+- ``agent:PATH``: a trained RL agent (``activemri agent train``), greedy actions.
 
 Other packages (and the RL agents) add entries here to appear in ``activemri evaluate``.
 """

@@ -1,0 +1,356 @@
+"""Train an RL sampling agent from a preset: checkpoints, resume, logs, periodic evaluation.
+
+:func:`train_agent` (``activemri agent train``) writes into one output folder:
+
+- ``checkpoint.zip`` (+ ``replay_buffer.pkl`` for Double DQN): the latest resumable state,
+  written atomically every ``checkpoint_every`` env steps and at the end;
+- ``agent.zip``: the agent at the end of training (what ``activemri evaluate`` plays);
+- ``best.zip``: the agent with the best periodic-evaluation SSIM AUC so far;
+- ``progress.csv`` (SB3's logger; ``progress-resumed-N.csv`` after a resume at step N) and,
+  with ``tensorboard=True``, TensorBoard event files;
+- ``eval.csv``: step, wall time, mean SSIM AUC and final SSIM on the held-out slices.
+
+A resumed run continues the step count, schedules (exploration, learning rate) and replay
+memory of the checkpoint; episodes in flight at the interruption are restarted, so a resumed
+run is not bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+import activemri
+from activemri._io import atomic_path, atomic_write_text
+from activemri.agents.preset import AgentPreset
+from activemri.agents.sb3_agent import AgentPolicy, build_model, load_agent, save_agent
+from activemri.envs.config import resolve_device
+from activemri.envs.sb3 import make_sb3_vec_env
+from activemri.envs.vector import ActiveMRIVectorEnv
+
+__all__ = ["ScaledReward", "TrainResult", "evaluate_policy_auc", "train_agent"]
+
+CHECKPOINT, REPLAY, FINAL, BEST, EVAL_CSV = (
+    "checkpoint.zip",
+    "replay_buffer.pkl",
+    "agent.zip",
+    "best.zip",
+    "eval.csv",
+)
+_EVAL_FIELDS = ("step", "wall_seconds", "ssim_auc", "final_ssim", "slices")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        out: The output folder.
+        steps: Env steps trained (over all runs of a resumed training).
+        wall_seconds: Training wall time (over all runs).
+        evaluations: Rows of ``eval.csv``.
+        stopped_early: True if a time limit ended the run before ``total_steps``.
+    """
+
+    out: Path
+    steps: int
+    wall_seconds: float
+    evaluations: list[dict[str, float]]
+    stopped_early: bool = False
+
+    @property
+    def final(self) -> Path:
+        """Path of ``agent.zip``."""
+        return self.out / FINAL
+
+
+def evaluate_policy_auc(policy: AgentPolicy, venv: ActiveMRIVectorEnv) -> tuple[float, float]:
+    """Mean normalized SSIM AUC and mean final SSIM of ``policy`` over one pass of ``venv``."""
+    from activemri.evaluation.runner import run_policy
+    from activemri.evaluation.stats import normalized_auc
+
+    runs = run_policy(venv, policy, seed=0)
+    lines = np.asarray(runs.lines, dtype=np.float64)
+    ssim = np.asarray(runs.metrics["ssim"], dtype=np.float64)
+    pairs = zip(lines, ssim, strict=True)
+    aucs = np.array([normalized_auc(row_lines, row) for row_lines, row in pairs])
+    return float(aucs.mean()), float(ssim[:, -1].mean())
+
+
+def _eval_env(preset: AgentPreset, device: str) -> ActiveMRIVectorEnv:
+    schedule = preset.eval
+    overrides = {**preset.env_overrides, "device": device, "split": schedule.split}
+    overrides.update(order="sequential", max_slices=schedule.slices)
+    n = preset.n_envs if schedule.slices is None else min(preset.n_envs, schedule.slices)
+    venv = gym.make_vec(
+        preset.env, num_envs=n, vectorization_mode="vector_entry_point", **overrides
+    )
+    assert isinstance(venv.unwrapped, ActiveMRIVectorEnv)
+    return venv.unwrapped
+
+
+class ScaledReward(VecEnvWrapper):
+    """Multiplies rewards by ``scale`` (outside ``VecMonitor``, which logs the raw ones)."""
+
+    def __init__(self, venv: VecEnv, scale: float) -> None:
+        super().__init__(venv)
+        self.scale = float(scale)
+
+    def reset(self) -> Any:
+        """Reset the wrapped env."""
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step the wrapped env, scaling its rewards."""
+        obs, reward, done, infos = self.venv.step_wait()
+        return obs, (reward * self.scale).astype(np.float32), done, infos
+
+
+class _Hooks(BaseCallback):
+    """Checkpoints, periodic evaluation and the time limit, on env-step boundaries."""
+
+    def __init__(self, trainer: _Trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+
+    def _on_step(self) -> bool:
+        return self.trainer.on_step(self.num_timesteps)
+
+
+class _Trainer:
+    def __init__(
+        self,
+        preset: AgentPreset,
+        out: Path,
+        device: str,
+        seed: int,
+        time_limit: float | None,
+        log: Callable[[str], None],
+    ) -> None:
+        self.preset, self.out, self.device, self.seed = preset, out, device, seed
+        self.time_limit, self.log = time_limit, log
+        self.model: BaseAlgorithm | None = None
+        self.eval_env: ActiveMRIVectorEnv | None = None
+        self.evaluations: list[dict[str, float]] = []
+        self.previous_seconds = 0.0
+        self.started = time.perf_counter()
+        self.next_checkpoint = preset.checkpoint_every
+        self.next_eval = preset.eval.every or None
+        self.stopped_early = False
+
+    # ----------------------------------------------------------------- bookkeeping
+    def wall(self) -> float:
+        return self.previous_seconds + time.perf_counter() - self.started
+
+    def info(self, steps: int) -> dict[str, Any]:
+        return {
+            "preset": self.preset.to_dict(),
+            "name": Path(self.preset.source).stem if self.preset.source else "agent",
+            "seed": self.seed,
+            "device": self.device,
+            "num_timesteps": steps,
+            "wall_seconds": round(self.wall(), 1),
+            "activemri_version": activemri.__version__,
+            "torch_version": torch.__version__,
+        }
+
+    def checkpoint(self, steps: int) -> None:
+        model = self.model
+        assert model is not None
+        if isinstance(model, OffPolicyAlgorithm):
+            with atomic_path(self.out / REPLAY) as tmp, open(tmp, "wb") as f:
+                pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
+        save_agent(model, self.out / CHECKPOINT, self.info(steps))
+        self.log(f"step {steps}: checkpoint saved ({self.wall():.0f} s)")
+
+    def evaluate(self, steps: int) -> None:
+        model = self.model
+        assert model is not None
+        if self.eval_env is None:
+            self.eval_env = _eval_env(self.preset, self.device)
+        policy = AgentPolicy(model, self.preset.observation)
+        training = model.policy.training
+        model.policy.set_training_mode(False)
+        auc, final = evaluate_policy_auc(policy, self.eval_env)
+        model.policy.set_training_mode(training)
+        row = {
+            "step": float(steps),
+            "wall_seconds": round(self.wall(), 1),
+            "ssim_auc": auc,
+            "final_ssim": final,
+            "slices": float(len(self.eval_env.sim.indices)),
+        }
+        best = max((r["ssim_auc"] for r in self.evaluations), default=-np.inf)
+        self.evaluations.append(row)
+        self._write_evaluations()
+        model.logger.record("eval/ssim_auc", auc)
+        model.logger.record("eval/final_ssim", final)
+        if auc > best:
+            save_agent(model, self.out / BEST, self.info(steps))
+        self.log(f"step {steps}: held-out SSIM AUC {auc:.4f}, final SSIM {final:.4f}")
+
+    def _write_evaluations(self) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=_EVAL_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.evaluations:
+            writer.writerow({k: int(v) if k in ("step", "slices") else v for k, v in row.items()})
+        atomic_write_text(self.out / EVAL_CSV, text.getvalue())
+
+    def on_step(self, steps: int) -> bool:
+        if self.next_eval is not None and steps >= self.next_eval:
+            self.evaluate(steps)
+            self.next_eval = (steps // self.preset.eval.every + 1) * self.preset.eval.every
+        if steps >= self.next_checkpoint:
+            self.checkpoint(steps)
+            every = self.preset.checkpoint_every
+            self.next_checkpoint = (steps // every + 1) * every
+        if self.time_limit is not None and self.wall() >= self.time_limit:
+            self.stopped_early = True
+            self.log(f"step {steps}: time limit of {self.time_limit:.0f} s reached")
+            return False
+        return True
+
+
+def _logger(out: Path, steps: int, tensorboard: bool) -> Logger:
+    name = "progress.csv" if steps == 0 else f"progress-resumed-{steps}.csv"
+    formats: list[KVWriter] = [CSVOutputFormat(str(out / name))]
+    if tensorboard:
+        try:
+            from stable_baselines3.common.logger import TensorBoardOutputFormat
+
+            formats.append(TensorBoardOutputFormat(str(out / "tensorboard")))
+        except (ImportError, AssertionError) as exc:
+            raise RuntimeError(
+                "TensorBoard logging needs the tensorboard package: "
+                "pip install 'activemri[tensorboard]'"
+            ) from exc
+    return Logger(str(out), formats)
+
+
+def train_agent(
+    preset: AgentPreset,
+    out: str | Path,
+    *,
+    total_steps: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    tensorboard: bool = False,
+    time_limit: float | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train (or resume training) an agent; see the module docstring for the files.
+
+    Args:
+        preset: The recipe.
+        out: Output folder.
+        total_steps: Env steps of the whole run (default: the preset's).
+        device: ``auto``, ``cpu`` or ``cuda`` for the env and the networks (default: the
+            env preset's device setting, else ``auto``).
+        seed: Seed (default: the preset's).
+        resume: Continue from ``OUT/checkpoint.zip``.
+        tensorboard: Also write TensorBoard event files (needs ``tensorboard``).
+        time_limit: Stop (and checkpoint) after this many seconds of training wall time.
+        log: Progress lines (``None``: silent).
+
+    Returns:
+        The run's :class:`TrainResult`.
+
+    Raises:
+        FileExistsError: If ``out`` already holds a run and ``resume`` is off.
+        FileNotFoundError: If ``resume`` is on but there is no checkpoint.
+        ValueError: If the checkpoint was trained from another preset or seed.
+    """
+    out = Path(out)
+    say = log or (lambda _: None)
+    total = int(preset.total_steps if total_steps is None else total_steps)
+    if total < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total}")
+    seed = preset.seed if seed is None else int(seed)
+    dev = str(resolve_device(device or str(preset.env_overrides.get("device", "auto"))))
+    if (out / CHECKPOINT).exists() and not resume:
+        raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume)")
+    if resume and not (out / CHECKPOINT).exists():
+        raise FileNotFoundError(f"no checkpoint to resume in {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = _Trainer(preset, out, dev, seed, time_limit, say)
+    env: VecEnv = make_sb3_vec_env(
+        preset.env,
+        n_envs=preset.n_envs,
+        seed=seed,
+        observation_keys=preset.observation,
+        **{**preset.env_overrides, "device": dev},
+    )
+    if preset.reward_scale != 1.0:
+        env = ScaledReward(env, preset.reward_scale)
+    steps = 0
+    if resume:
+        model, info = load_agent(out / CHECKPOINT, env=env, device=dev)
+        saved = AgentPreset.from_dict(info["preset"])
+        if saved.replace(source=None) != preset.replace(source=None) or info["seed"] != seed:
+            raise ValueError(f"{out} was trained with another preset or seed; not resuming")
+        if isinstance(model, OffPolicyAlgorithm):
+            if not (out / REPLAY).exists():
+                raise FileNotFoundError(f"{out / REPLAY} is missing; cannot resume replay memory")
+            with open(out / REPLAY, "rb") as f:
+                model.replay_buffer = pickle.load(f)
+        steps = int(model.num_timesteps)
+        trainer.previous_seconds = float(info.get("wall_seconds", 0.0))
+        if (out / EVAL_CSV).exists():
+            with open(out / EVAL_CSV, newline="") as f:
+                trainer.evaluations = [
+                    {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)
+                ]
+        every = preset.eval.every
+        trainer.next_eval = (steps // every + 1) * every if every else None
+        trainer.next_checkpoint = (steps // preset.checkpoint_every + 1) * preset.checkpoint_every
+        say(f"resuming {out} at step {steps}")
+    else:
+        model = build_model(preset, env, dev, seed)
+    trainer.model = model
+    model.set_logger(_logger(out, steps, tensorboard))
+    say(
+        f"training {preset.algorithm} on {preset.env} ({dev}, seed {seed}): "
+        f"{total - steps} of {total} steps to go"
+    )
+    try:
+        if steps < total:
+            model.learn(
+                total - steps,
+                callback=_Hooks(trainer),
+                reset_num_timesteps=not resume,
+                progress_bar=False,
+            )
+        steps = int(model.num_timesteps)
+        if trainer.next_eval is not None and (
+            not trainer.evaluations or trainer.evaluations[-1]["step"] < steps
+        ):
+            trainer.evaluate(steps)
+        trainer.checkpoint(steps)
+        save_agent(model, out / FINAL, trainer.info(steps))
+    finally:
+        env.close()
+        if trainer.eval_env is not None:
+            trainer.eval_env.close()
+    summary = {**trainer.info(steps), "stopped_early": trainer.stopped_early}
+    atomic_write_text(out / "training.json", json.dumps(summary, indent=2) + "\n")
+    say(f"done: {steps} steps in {trainer.wall():.0f} s; agent in {out / FINAL}")
+    return TrainResult(out, steps, trainer.wall(), trainer.evaluations, trainer.stopped_early)
