@@ -115,6 +115,38 @@ class CompactReplayBuffer(ReplayBuffer):
         """:meth:`nbytes` per stored transition (at capacity)."""
         return self.nbytes() / (self.buffer_size * self.n_envs)
 
+    # ------------------------------------------------------------------------ pickling
+    def _arrays(self) -> list[tuple[dict[str, np.ndarray] | None, str]]:
+        """(dict or None, name) of every storage array (``None``: an attribute)."""
+        out: list[tuple[dict[str, np.ndarray] | None, str]] = []
+        for store in (self.images, self.ranges, self.masks, self.others):
+            out += [(store, key) for key in store]
+        return [*out, (None, "actions"), (None, "rewards"), (None, "dones")]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle only the rows written so far (checkpoints of a filling buffer stay small)."""
+        state = self.__dict__.copy()
+        rows = self.buffer_size if self.full else min(self.pos + 1, self.buffer_size)
+        for name in ("images", "ranges", "masks", "others"):
+            state[name] = {k: v[:rows] for k, v in state[name].items()}
+        for name in ("actions", "rewards", "dones"):
+            state[name] = state[name][:rows]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled buffer at its full capacity."""
+        self.__dict__.update(state)
+        for store, key in self._arrays():
+            stored = store[key] if store is not None else getattr(self, key)
+            if stored.shape[0] == self.buffer_size:
+                continue
+            full = np.zeros((self.buffer_size, *stored.shape[1:]), stored.dtype)
+            full[: stored.shape[0]] = stored
+            if store is not None:
+                store[key] = full
+            else:
+                setattr(self, key, full)
+
     # ------------------------------------------------------------------------ writing
     def _write(self, row: int, obs: dict[str, np.ndarray], envs: np.ndarray) -> None:
         for key, store in self.images.items():

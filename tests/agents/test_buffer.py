@@ -137,3 +137,23 @@ def test_refuses_what_it_cannot_store() -> None:
     obs, nxt, actions, _ = _FakeEpisodes(1, 10, 3, 0).step()
     with pytest.raises(ValueError, match="truncated"):
         buffer.add(obs, nxt, actions, np.zeros(1), np.ones(1), [{"TimeLimit.truncated": True}])
+
+
+def test_pickles_only_written_rows_and_restores_full_capacity() -> None:
+    import pickle
+
+    space = _space(6, 10)
+    buffer = CompactReplayBuffer(2 * 1000, space, spaces.Discrete(10), "cpu", n_envs=2)
+    _fill(buffer, _FakeEpisodes(2, lines=10, length=3, seed=3), 10)
+    blob = pickle.dumps(buffer)
+    assert len(blob) < buffer.nbytes() / 20  # 11 of 1000 rows
+    restored = pickle.loads(blob)
+    assert restored.nbytes() == buffer.nbytes() and restored.pos == buffer.pos == 10
+    for name in ("actions", "rewards", "dones"):
+        np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
+    for key in buffer.images:
+        np.testing.assert_array_equal(restored.images[key], buffer.images[key])
+        np.testing.assert_array_equal(restored.ranges[key], buffer.ranges[key])
+    np.testing.assert_array_equal(restored.masks["mask"], buffer.masks["mask"])
+    _fill(restored, _FakeEpisodes(2, lines=10, length=3, seed=4), 5)  # still writable
+    assert restored.pos == 15
