@@ -40,7 +40,8 @@ def acquired(observation: PyTorchObs) -> torch.Tensor:
     The complement of the observation's ``action_mask`` when it has one (measured lines not
     yet acquired), else its ``mask`` (lines acquired).
     """
-    return _blocked(observation)
+    blocked: torch.Tensor = _blocked(observation)
+    return blocked
 
 
 def _blocked(observation: Any) -> Any:

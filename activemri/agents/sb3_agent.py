@@ -193,5 +193,5 @@ class AgentPolicy(Policy):
         assert isinstance(self.model, DoubleDQN)
         with torch.no_grad():
             tensors, _ = self.model.policy.obs_to_tensor(host)
-            q = self.model.q_net(tensors)
+            q: torch.Tensor = self.model.q_net(tensors)
         return q.masked_fill(~free.to(q.device), float("-inf")).argmax(dim=1).to(free.device)

@@ -154,6 +154,7 @@ class _Trainer:
         self.next_checkpoint = preset.checkpoint_every
         self.next_eval = preset.eval.every or None
         self.stopped_early = False
+        self.last_checkpoint = -1
 
     # ----------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
@@ -178,6 +179,7 @@ class _Trainer:
             with atomic_path(self.out / REPLAY) as tmp, open(tmp, "wb") as f:
                 pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
         save_agent(model, self.out / CHECKPOINT, self.info(steps))
+        self.last_checkpoint = steps
         self.log(f"step {steps}: checkpoint saved ({self.wall():.0f} s)")
 
     def evaluate(self, steps: int) -> None:
@@ -344,7 +346,8 @@ def train_agent(
             not trainer.evaluations or trainer.evaluations[-1]["step"] < steps
         ):
             trainer.evaluate(steps)
-        trainer.checkpoint(steps)
+        if trainer.last_checkpoint != steps:
+            trainer.checkpoint(steps)
         save_agent(model, out / FINAL, trainer.info(steps))
     finally:
         env.close()
