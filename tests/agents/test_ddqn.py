@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from agent_helpers import record_allowed
 from env_helpers import tiny_config
 
 from activemri.agents.ddqn import DoubleDQN, MaskedMultiInputPolicy, double_q_target
@@ -41,17 +42,7 @@ def test_never_picks_acquired_lines_and_training_is_deterministic(
 ) -> None:
     model = _model(tiny_data)
     assert isinstance(model.policy, MaskedMultiInputPolicy)
-    venv = model.get_env()
-    assert venv is not None
-    picked = []
-    original = venv.step_async
-
-    def spy(actions: np.ndarray) -> None:
-        acquired = model._last_obs["mask"]  # type: ignore[index]  # what the agent saw
-        picked.extend(not acquired[i, a] for i, a in enumerate(actions))
-        original(actions)
-
-    venv.step_async = spy  # type: ignore[method-assign]
+    picked = record_allowed(model)
     model.learn(200)
     assert len(picked) >= 200 and all(picked)  # never an acquired line, exploring or not
     again = _model(tiny_data)
@@ -85,15 +76,7 @@ def test_with_action_mask_observation_never_picks_padding_or_acquired_lines(
     model = DoubleDQN("MultiInputPolicy", venv, learning_starts=32, buffer_size=400,
                       batch_size=16, train_freq=4, target_update_interval=50, seed=0,
                       policy_kwargs={"net_arch": [32]})  # fmt: skip
-    allowed = []
-    original = venv.step_async
-
-    def spy(actions: np.ndarray) -> None:
-        free = model._last_obs["action_mask"]  # type: ignore[index]
-        allowed.extend(bool(free[i, a]) for i, a in enumerate(actions))
-        original(actions)
-
-    venv.step_async = spy  # type: ignore[method-assign]
+    allowed = record_allowed(model)  # reads action_mask: padding columns are not allowed
     model.learn(200)
     assert len(allowed) >= 200 and all(allowed)
     with pytest.raises(ValueError, match="non-empty subset"):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from agent_helpers import record_allowed
 from env_helpers import CUSTOM, tiny_config, tiny_vec
 
 from activemri.agents.preset import ALGORITHMS, AgentPreset, load_agent_preset
@@ -272,15 +273,7 @@ def test_knee_presets_run_on_knee_geometry(knee_like: Path, name: str) -> None:
         memory = model.replay_buffer
         # 320x320 uint8 image + its range, two 368-bit masks, action/reward/done.
         assert memory.bytes_per_transition() == 320 * 320 + 8 + 2 * 46 + 16  # type: ignore[union-attr]
-        chosen = []
-        original = venv.step_async
-
-        def spy(actions: np.ndarray) -> None:
-            allowed = model._last_obs["action_mask"]  # type: ignore[index]
-            chosen.extend(bool(allowed[i, a]) for i, a in enumerate(actions))
-            original(actions)
-
-        venv.step_async = spy  # type: ignore[method-assign]
+        chosen = record_allowed(model)
         model.learn(8)  # warm-up steps: uniform among the measured, unacquired columns
         assert len(chosen) == 8 and all(chosen)
     else:
