@@ -6,7 +6,8 @@ small strided CNN over ``reconstruction`` (and ``uncertainty`` when present, as 
 channel) that ends in adaptive average pooling, so the same architecture serves the built-in
 128x128 images and 320x320 knee crops with a fixed parameter count; the mask (which lines
 are acquired, hence also how many) goes through an MLP, and both are fused into
-``features_dim`` features.
+``features_dim`` features, together with the fraction of the budget used when the
+observation has the adapter's ``budget_used`` entry (episodes of varying budget).
 
 Usage::
 
@@ -22,6 +23,8 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from activemri.envs.sb3 import BUDGET_USED
+
 __all__ = ["ActiveMRIExtractor"]
 
 IMAGE_KEYS = ("reconstruction", "uncertainty")
@@ -32,7 +35,8 @@ class ActiveMRIExtractor(BaseFeaturesExtractor):
 
     Args:
         observation_space: The env's Dict observation space (``reconstruction`` and ``mask``
-            required; ``uncertainty`` used when present; other keys ignored).
+            required; ``uncertainty`` used when present, and the SB3 adapter's
+            ``budget_used`` fed next to the mask features when present; other keys ignored).
         features_dim: Output features.
         channels: Widths of the four stride-2 convolutions.
         pooled: Side of the adaptive average pooling after the convolutions.
@@ -68,15 +72,16 @@ class ActiveMRIExtractor(BaseFeaturesExtractor):
         self.cnn = nn.Sequential(*layers)
         num_lines = int(spaces.flatdim(observation_space.spaces["mask"]))
         self.mask_mlp = nn.Sequential(nn.Linear(num_lines, mask_dim), nn.ReLU())
-        self.fuse = nn.Sequential(
-            nn.Linear(width * pooled * pooled + mask_dim, features_dim), nn.ReLU()
-        )
+        self.use_budget = BUDGET_USED in observation_space.spaces
+        fused = width * pooled * pooled + mask_dim + int(self.use_budget)
+        self.fuse = nn.Sequential(nn.Linear(fused, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features ``(B, features_dim)`` of a batch of observations."""
         images = torch.cat([observations[k].float() for k in self.image_keys], dim=1)
         mask = observations["mask"].float()
-        features: torch.Tensor = self.fuse(
-            torch.cat([self.cnn(images), self.mask_mlp(mask)], dim=1)
-        )
+        parts = [self.cnn(images), self.mask_mlp(mask)]
+        if self.use_budget:
+            parts.append(observations[BUDGET_USED].float().reshape(-1, 1))
+        features: torch.Tensor = self.fuse(torch.cat(parts, dim=1))
         return features

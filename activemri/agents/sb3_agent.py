@@ -27,7 +27,7 @@ from activemri.agents.features import ActiveMRIExtractor
 from activemri.agents.policies import Obs, Policy, free_lines
 from activemri.agents.preset import AgentPreset
 from activemri.envs.core import EnvState
-from activemri.envs.sb3 import ACTION_MASK
+from activemri.envs.sb3 import extra_observation_spaces, extra_observations
 from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = [
@@ -163,12 +163,11 @@ class AgentPolicy(Policy):
         """Raise ``ValueError`` unless ``venv`` gives the observations the agent expects."""
         env_space = venv.single_observation_space
         assert isinstance(env_space, spaces.Dict)
+        given = {**extra_observation_spaces(venv.sim.width), **env_space.spaces}
         space = self.model.observation_space
         assert isinstance(space, spaces.Dict)
         for key in self.keys:
-            if key == ACTION_MASK:
-                continue  # made here from the env's state
-            mine, theirs = space.spaces.get(key), env_space.spaces.get(key)
+            mine, theirs = space.spaces.get(key), given.get(key)
             if theirs is None or mine is None or mine.shape != theirs.shape:
                 raise ValueError(
                     f"the agent reads {key!r} of shape {None if mine is None else mine.shape}, "
@@ -181,10 +180,8 @@ class AgentPolicy(Policy):
     def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
         """The agent's greedy choice among the free lines of every episode."""
         free = free_lines(state)
-        host = {
-            k: free.to(torch.int8).cpu().numpy() if k == ACTION_MASK else obs[k].cpu().numpy()
-            for k in self.keys
-        }
+        extra = extra_observations(state)
+        host = {k: (obs[k] if k in obs else extra[k]).cpu().numpy() for k in self.keys}
         if isinstance(self.model, MaskablePPO):
             actions, _ = self.model.predict(
                 host, deterministic=True, action_masks=free.cpu().numpy()

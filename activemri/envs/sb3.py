@@ -17,17 +17,49 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from activemri.envs.core import EnvState
 from activemri.envs.vector import ActiveMRIVectorEnv
 
-__all__ = ["ACTION_MASK", "ActiveMRISB3VecEnv", "make_sb3_vec_env"]
+__all__ = [
+    "ACTION_MASK",
+    "BUDGET_USED",
+    "ActiveMRISB3VecEnv",
+    "extra_observation_spaces",
+    "extra_observations",
+    "make_sb3_vec_env",
+]
 
 _ACTION_MASKS = "action_masks"
 ACTION_MASK = "action_mask"
 """Optional observation entry: the measured lines not yet acquired (see the adapter)."""
+BUDGET_USED = "budget_used"
+"""Optional observation entry: the fraction of the episode's steps taken (see the adapter)."""
+
+
+def extra_observation_spaces(width: int) -> dict[str, spaces.Space[np.ndarray]]:
+    """Spaces of the optional entries :data:`ACTION_MASK` and :data:`BUDGET_USED`."""
+    return {
+        ACTION_MASK: spaces.MultiBinary(width),
+        BUDGET_USED: spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
+    }
+
+
+def extra_observations(state: EnvState) -> dict[str, torch.Tensor]:
+    """The optional observation entries of a batch state, as tensors on its device.
+
+    ``action_mask``: ``(B, W)`` int8, measured lines not yet acquired; ``budget_used``:
+    ``(B, 1)`` float32, steps taken / steps allowed.
+    """
+    used = state.steps.float() / state.budget.clamp_min(1).float()
+    return {
+        ACTION_MASK: (state.valid & ~state.mask).to(torch.int8),
+        BUDGET_USED: used.clamp(0.0, 1.0).unsqueeze(1),
+    }
 
 
 class ActiveMRISB3VecEnv(VecEnv):
@@ -43,11 +75,13 @@ class ActiveMRISB3VecEnv(VecEnv):
         venv: The batched env.
         observation_keys: Keep only these observation entries (e.g.
             ``["reconstruction", "mask"]`` for an agent that ignores the uncertainty map);
-            ``None`` keeps all. The extra entry ``"action_mask"`` (``MultiBinary(W)``: the
-            measured lines not yet acquired, i.e. :meth:`action_masks`) can be asked for, so
-            agents that read masks from observations (Double DQN) skip zero-padded columns.
-            In a terminal observation it is the complement of ``mask`` (the finished
-            episode's padding is gone by then; no target bootstraps from it).
+            ``None`` keeps all. Two extra entries can be asked for
+            (:func:`extra_observations`): ``"action_mask"`` (``MultiBinary(W)``: the measured
+            lines not yet acquired, i.e. :meth:`action_masks`), so agents that read masks
+            from observations (Double DQN) skip zero-padded columns, and ``"budget_used"``
+            (``Box(0, 1, (1,))``: steps taken / steps allowed). In a terminal observation
+            they are the complement of ``mask`` and 1 (the finished episode is gone from
+            the batch by then; episodes terminate, so no target bootstraps from them).
 
     Raises:
         ValueError: If ``observation_keys`` names an entry the env does not have.
@@ -60,24 +94,30 @@ class ActiveMRISB3VecEnv(VecEnv):
         space = venv.single_observation_space
         assert isinstance(space, spaces.Dict)
         keys = list(space.spaces) if observation_keys is None else list(observation_keys)
-        available = [*space.spaces, ACTION_MASK]
-        unknown = sorted(set(keys) - set(available))
+        entries = {**space.spaces, **extra_observation_spaces(venv.sim.width)}
+        unknown = sorted(set(keys) - set(entries))
         if unknown or not keys:
-            raise ValueError(f"observation_keys {keys} must be a non-empty subset of {available}")
+            raise ValueError(
+                f"observation_keys {keys} must be a non-empty subset of {list(entries)}"
+            )
         self.observation_keys = keys
-        entries = {**space.spaces, ACTION_MASK: spaces.MultiBinary(venv.sim.width)}
+        self._extra = [k for k in keys if k not in space.spaces]
         observation_space = spaces.Dict({k: entries[k] for k in keys})
         super().__init__(venv.num_envs, observation_space, venv.single_action_space)
         self._actions: np.ndarray | None = None
 
-    def _select(
-        self, obs: dict[str, np.ndarray], action_mask: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
-        if ACTION_MASK not in self.observation_keys:
+    def _select(self, obs: dict[str, np.ndarray], terminal: bool = False) -> dict[str, np.ndarray]:
+        if not self._extra:
             return {k: obs[k] for k in self.observation_keys}
-        if action_mask is None:
-            action_mask = self.venv.action_masks()
-        full = {**obs, ACTION_MASK: np.asarray(action_mask, dtype=np.int8)}
+        if terminal:
+            extra = {
+                ACTION_MASK: (1 - np.asarray(obs["mask"])).astype(np.int8),
+                BUDGET_USED: np.ones(1, dtype=np.float32),
+            }
+        else:
+            values = extra_observations(self.venv.sim.require_state())
+            extra = {k: values[k].cpu().numpy() for k in self._extra}
+        full = {**obs, **extra}
         return {k: full[k] for k in self.observation_keys}
 
     def reset(self) -> dict[str, np.ndarray]:
@@ -108,8 +148,7 @@ class ActiveMRISB3VecEnv(VecEnv):
             if dones[i]:
                 final = infos["final_info"]
                 info = {k: _scalar(final[k][i]) for k in keys if k in final}
-                last = infos["final_obs"][i]
-                info["terminal_observation"] = self._select(last, 1 - np.asarray(last["mask"]))
+                info["terminal_observation"] = self._select(infos["final_obs"][i], terminal=True)
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             per_env.append(info)
         return self._select(obs), reward.astype(np.float32), dones, per_env

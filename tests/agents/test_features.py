@@ -46,6 +46,11 @@ def test_every_input_reaches_the_features() -> None:
         changed = dict(obs)
         changed[key] = obs[key] + 1.0
         assert not torch.allclose(extractor(changed), base), key
+    with_budget = spaces.Dict({**space.spaces, "budget_used": spaces.Box(0, 1, shape=(1,))})
+    extractor = ActiveMRIExtractor(with_budget, features_dim=32)
+    obs = _batch(with_budget, 2)
+    changed = {**obs, "budget_used": obs["budget_used"] + 0.5}
+    assert not torch.allclose(extractor(changed), extractor(obs))
     assert ActiveMRIExtractor(_space(64, 64, uncertainty=False)).image_keys == ["reconstruction"]
     with pytest.raises(ValueError, match="reconstruction"):
         ActiveMRIExtractor(spaces.Dict({"mask": spaces.MultiBinary(8)}))

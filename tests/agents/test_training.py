@@ -268,11 +268,15 @@ def test_knee_presets_run_on_knee_geometry(knee_like: Path, name: str) -> None:
     obs = venv.reset()
     free = np.stack(venv.env_method("action_masks"))
     assert obs["reconstruction"].shape == (2, 1, 320, 320)
+    if "budget_used" in obs:
+        assert obs["budget_used"].tolist() == [[0.0], [0.0]]
     assert not free[:, :17].any() and not free[:, -17:].any()  # zero-padded columns
     if preset.algorithm == "ddqn":
         memory = model.replay_buffer
-        # 320x320 uint8 image + its range, two 368-bit masks, action/reward/done.
-        assert memory.bytes_per_transition() == 320 * 320 + 8 + 2 * 46 + 16  # type: ignore[union-attr]
+        # 320x320 uint8 image + its range, two 368-bit masks, float16 budget_used,
+        # action/reward/done.
+        expected = 320 * 320 + 8 + 2 * 46 + 2 + 16
+        assert memory.bytes_per_transition() == expected  # type: ignore[union-attr]
         chosen = record_allowed(model)
         model.learn(8)  # warm-up steps: uniform among the measured, unacquired columns
         assert len(chosen) == 8 and all(chosen)

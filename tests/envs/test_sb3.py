@@ -78,3 +78,20 @@ def test_monitor_reports_episodes_and_subset_calls_are_refused(tiny_data):
     assert len(episodes) == 2 and all(e["l"] == 6 for e in episodes)
     with pytest.raises(NotImplementedError, match="whole batched env"):
         venv.env_method("reset", indices=[0])
+
+
+def test_extra_entries_action_mask_and_budget_used(tiny_data):
+    keys = ["mask", "action_mask", "budget_used"]
+    venv = make_sb3_vec_env(n_envs=2, seed=0, observation_keys=keys, **tiny_config(tiny_data))
+    assert set(venv.observation_space.spaces) == set(keys)
+    obs = venv.reset()
+    for t in range(1, 7):  # budget 6
+        np.testing.assert_array_equal(obs["action_mask"], np.stack(get_action_masks(venv)))
+        np.testing.assert_allclose(obs["budget_used"], np.full((2, 1), (t - 1) / 6))
+        free = np.flatnonzero(obs["action_mask"][0])
+        obs, _, dones, infos = venv.step(np.array([free[0], free[-1]]))
+    assert dones.all()
+    last = infos[0]["terminal_observation"]
+    assert last["budget_used"] == pytest.approx([1.0])
+    np.testing.assert_array_equal(last["action_mask"], 1 - last["mask"])
+    assert obs["budget_used"].tolist() == [[0.0], [0.0]]  # the next episodes start
