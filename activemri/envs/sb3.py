@@ -109,6 +109,7 @@ class ActiveMRISB3VecEnv(VecEnv):
     def _select(self, obs: dict[str, np.ndarray], terminal: bool = False) -> dict[str, np.ndarray]:
         if not self._extra:
             return {k: obs[k] for k in self.observation_keys}
+        extra: dict[str, np.ndarray]
         if terminal:
             extra = {
                 ACTION_MASK: (1 - np.asarray(obs["mask"])).astype(np.int8),
