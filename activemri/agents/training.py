@@ -12,7 +12,8 @@
 
 A resumed run continues the step count, schedules (exploration, learning rate) and replay
 memory of the checkpoint; episodes in flight at the interruption are restarted, so a resumed
-run is not bit-identical to an uninterrupted one.
+run is not bit-identical to an uninterrupted one. A time-limit stop happens inside an env
+step, before SB3 stores it: that one batched step is counted but not in the replay memory.
 """
 
 from __future__ import annotations
@@ -124,7 +125,12 @@ class ScaledReward(VecEnvWrapper):
 
 
 class _Hooks(BaseCallback):
-    """Checkpoints, periodic evaluation and the time limit, on env-step boundaries."""
+    """Periodic evaluation and the time limit after env steps; checkpoints between rollouts.
+
+    SB3 calls ``on_step`` before the step's transitions are stored, and ``on_rollout_start``
+    after the previous rollout was stored and learned from: a checkpoint taken there holds
+    every transition its step count includes.
+    """
 
     def __init__(self, trainer: _Trainer) -> None:
         super().__init__()
@@ -132,6 +138,9 @@ class _Hooks(BaseCallback):
 
     def _on_step(self) -> bool:
         return self.trainer.on_step(self.num_timesteps)
+
+    def _on_rollout_start(self) -> None:
+        self.trainer.maybe_checkpoint(self.num_timesteps)
 
 
 class _Trainer:
@@ -154,7 +163,6 @@ class _Trainer:
         self.next_checkpoint = preset.checkpoint_every
         self.next_eval = preset.eval.every or None
         self.stopped_early = False
-        self.last_checkpoint = -1
 
     # ----------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
@@ -179,7 +187,6 @@ class _Trainer:
             with atomic_path(self.out / REPLAY) as tmp, open(tmp, "wb") as f:
                 pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
         save_agent(model, self.out / CHECKPOINT, self.info(steps))
-        self.last_checkpoint = steps
         self.log(f"step {steps}: checkpoint saved ({self.wall():.0f} s)")
 
     def evaluate(self, steps: int) -> None:
@@ -216,14 +223,16 @@ class _Trainer:
             writer.writerow({k: int(v) if k in ("step", "slices") else v for k, v in row.items()})
         atomic_write_text(self.out / EVAL_CSV, text.getvalue())
 
-    def on_step(self, steps: int) -> bool:
-        if self.next_eval is not None and steps >= self.next_eval:
-            self.evaluate(steps)
-            self.next_eval = (steps // self.preset.eval.every + 1) * self.preset.eval.every
+    def maybe_checkpoint(self, steps: int) -> None:
         if steps >= self.next_checkpoint:
             self.checkpoint(steps)
             every = self.preset.checkpoint_every
             self.next_checkpoint = (steps // every + 1) * every
+
+    def on_step(self, steps: int) -> bool:
+        if self.next_eval is not None and steps >= self.next_eval:
+            self.evaluate(steps)
+            self.next_eval = (steps // self.preset.eval.every + 1) * self.preset.eval.every
         if self.time_limit is not None and self.wall() >= self.time_limit:
             self.stopped_early = True
             self.log(f"step {steps}: time limit of {self.time_limit:.0f} s reached")
@@ -346,8 +355,7 @@ def train_agent(
             not trainer.evaluations or trainer.evaluations[-1]["step"] < steps
         ):
             trainer.evaluate(steps)
-        if trainer.last_checkpoint != steps:
-            trainer.checkpoint(steps)
+        trainer.checkpoint(steps)  # the last rollout was learned from after its rollout start
         save_agent(model, out / FINAL, trainer.info(steps))
     finally:
         env.close()
