@@ -154,7 +154,6 @@ class DoubleDQN(DQN):
 
 def _uniform_unacquired(blocked: np.ndarray) -> np.ndarray:
     """One uniformly drawn allowed line per row of bool ``(B, W)`` (0 if none is left)."""
-    return np.array([
-        np.random.choice(np.flatnonzero(~row)) if (~row).any() else 0  # noqa: NPY002
-        for row in blocked
-    ])  # fmt: skip
+    # The allowed line with the largest uniform score is a uniform draw among them.
+    scores = np.random.random_sample(blocked.shape)  # noqa: NPY002
+    return np.asarray(np.where(blocked, -1.0, scores).argmax(axis=-1))

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
@@ -178,17 +177,26 @@ class AgentPolicy(Policy):
             raise ValueError(f"the agent chooses among {n} lines, the env has {venv.sim.width}")
 
     def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
-        """The agent's greedy choice among the free lines of every episode."""
+        """The agent's greedy choice among the free lines of every episode.
+
+        Runs on the env's tensors (no host round trip): SB3's feature extraction
+        preprocesses torch observations itself.
+        """
         free = free_lines(state)
-        extra = extra_observations(state)
-        host = {k: (obs[k] if k in obs else extra[k]).cpu().numpy() for k in self.keys}
-        if isinstance(self.model, MaskablePPO):
-            actions, _ = self.model.predict(
-                host, deterministic=True, action_masks=free.cpu().numpy()
-            )
-            return torch.as_tensor(np.asarray(actions), device=free.device).long()
-        assert isinstance(self.model, DoubleDQN)
+        device = self.model.device
+        extra = extra_observations(state) if set(self.keys) - set(obs) else {}
+        inputs = {k: (obs[k] if k in obs else extra[k]).to(device) for k in self.keys}
+        allowed = free.to(device)
         with torch.no_grad():
-            tensors, _ = self.model.policy.obs_to_tensor(host)
-            q: torch.Tensor = self.model.q_net(tensors)
-        return q.masked_fill(~free.to(q.device), float("-inf")).argmax(dim=1).to(free.device)
+            if isinstance(self.model, MaskablePPO):
+                # sb3-contrib types the masks as NumPy; it converts them with torch.as_tensor.
+                dist = self.model.policy.get_distribution(
+                    inputs,
+                    action_masks=allowed,  # type: ignore[arg-type]
+                )
+                actions: torch.Tensor = dist.get_actions(deterministic=True)
+            else:
+                assert isinstance(self.model, DoubleDQN)
+                q: torch.Tensor = self.model.q_net(inputs)
+                actions = q.masked_fill(~allowed, float("-inf")).argmax(dim=1)
+        return actions.long().to(free.device)
