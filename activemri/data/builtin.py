@@ -40,11 +40,14 @@ import torch
 from numpy.typing import NDArray
 
 from activemri._io import atomic_path, atomic_write_text
+from activemri.data.body import BODY_PROTOCOLS, body_volume
+from activemri.data.brain import BRAIN_PROTOCOLS, brain_volume
 from activemri.data.header import KSpaceGeometry, build_header
 from activemri.data.phantom import CONTRASTS, knee_volume, noise_field
 from activemri.kspace import center_crop, fft2c, ifft2c, rss
 
 __all__ = [
+    "ANATOMIES",
     "GENERATOR_VERSION",
     "PRESETS",
     "BuiltinPreset",
@@ -57,6 +60,36 @@ __all__ = [
 
 GENERATOR_VERSION = 1
 PROVENANCE_ATTR = "activemri_builtin"
+
+AnatomyFn = Callable[
+    [np.random.Generator, int, tuple[int, int], tuple[int, int], str], NDArray[np.floating]
+]
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """One anatomy the generator can simulate.
+
+    Attributes:
+        simulate: ``(rng, num_slices, image_shape, crop_shape, acquisition) -> (S, H, W)``
+            non-negative magnitude images.
+        protocols: The acquisition names it accepts (written to the ``acquisition`` attribute).
+        source: Where its anatomy comes from (for reports and model cards).
+    """
+
+    simulate: AnatomyFn
+    protocols: tuple[str, ...]
+    source: str
+
+
+#: Anatomies by name (the ``anatomy`` attribute of every built-in file).
+ANATOMIES: dict[str, Anatomy] = {
+    "knee": Anatomy(knee_volume, tuple(CONTRASTS), "procedural coronal knee (activemri)"),
+    "brain": Anatomy(
+        brain_volume, BRAIN_PROTOCOLS, "MNI152 ICBM 2009a T1 and tissue maps (nilearn), deformed"
+    ),
+    "body": Anatomy(body_volume, BODY_PROTOCOLS, "procedural axial abdomen (activemri)"),
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +106,10 @@ class BuiltinPreset:
         padding: ``(left, right)`` zero-padded phase-encode columns at each edge.
         snr: Mean object magnitude over the noise standard deviation, per protocol scale
             (fat-suppressed scans get 60% of it, as they are noisier).
-        acquisitions: Protocols drawn uniformly per volume.
+        acquisitions: Protocols drawn uniformly per volume among those of its anatomy;
+            ``None`` for every protocol of each anatomy.
+        anatomies: Anatomies of :data:`ANATOMIES`; volume ``i`` has anatomy
+            ``anatomies[i % len(anatomies)]``, so every anatomy is equally represented.
     """
 
     name: str
@@ -84,7 +120,8 @@ class BuiltinPreset:
     num_coils: int = 1
     padding: tuple[int, int] = (0, 0)
     snr: float = 30.0
-    acquisitions: tuple[str, ...] = ("CORPD_FBK", "CORPDFS_FBK")
+    acquisitions: tuple[str, ...] | None = None
+    anatomies: tuple[str, ...] = ("knee",)
 
     def __post_init__(self) -> None:
         big_h, big_w = self.kspace_shape
@@ -98,9 +135,30 @@ class BuiltinPreset:
             raise ValueError(f"padding {self.padding} leaves no measured column of {big_w}")
         if self.snr <= 0:
             raise ValueError(f"snr must be positive, got {self.snr}")
-        unknown = set(self.acquisitions) - set(CONTRASTS)
-        if not self.acquisitions or unknown:
-            raise ValueError(f"acquisitions must be among {list(CONTRASTS)}, got {unknown}")
+        unknown_anatomies = set(self.anatomies) - set(ANATOMIES)
+        if not self.anatomies or unknown_anatomies:
+            raise ValueError(f"anatomies must be among {list(ANATOMIES)}, got {self.anatomies}")
+        for anatomy in self.anatomies:
+            if not self.protocols(anatomy):
+                raise ValueError(
+                    f"acquisitions {self.acquisitions} leave no protocol for anatomy "
+                    f"{anatomy!r}; it has {ANATOMIES[anatomy].protocols}"
+                )
+        if self.acquisitions is not None:
+            known = {p for a in self.anatomies for p in ANATOMIES[a].protocols}
+            if not self.acquisitions or set(self.acquisitions) - known:
+                raise ValueError(f"acquisitions must be among {sorted(known)}")
+
+    def protocols(self, anatomy: str) -> tuple[str, ...]:
+        """The protocols volumes of ``anatomy`` draw from."""
+        own = ANATOMIES[anatomy].protocols
+        if self.acquisitions is None:
+            return own
+        return tuple(p for p in own if p in self.acquisitions)
+
+    def anatomy_of(self, index: int) -> str:
+        """The anatomy of volume ``index``."""
+        return self.anatomies[index % len(self.anatomies)]
 
     @property
     def geometry(self) -> KSpaceGeometry:
@@ -114,7 +172,36 @@ PRESETS: dict[str, BuiltinPreset] = {
     p.name: p
     for p in (
         BuiltinPreset("tiny", (40, 36), (32, 32), 6, 3, padding=(2, 2)),
-        BuiltinPreset("default", (128, 128), (128, 128), 100, 8, snr=25.0),
+        BuiltinPreset(
+            "default", (128, 128), (128, 128), 100, 8, snr=25.0, anatomies=("brain", "knee")
+        ),
+        BuiltinPreset(
+            "multicoil",
+            (128, 128),
+            (128, 128),
+            60,
+            8,
+            num_coils=8,
+            snr=25.0,
+            anatomies=("brain", "knee"),
+        ),
+        BuiltinPreset("body", (128, 128), (128, 128), 24, 8, snr=25.0, anatomies=("body",)),
+        BuiltinPreset(
+            "body-multicoil",
+            (128, 128),
+            (128, 128),
+            24,
+            8,
+            num_coils=8,
+            snr=25.0,
+            anatomies=("body",),
+        ),
+        BuiltinPreset(
+            "large", (640, 368), (320, 320), 48, 8, padding=(17, 17), anatomies=("brain", "knee")
+        ),
+        BuiltinPreset(
+            "body-large", (640, 368), (320, 320), 12, 8, padding=(17, 17), anatomies=("body",)
+        ),
         BuiltinPreset("knee", (640, 368), (320, 320), 8, 12, padding=(17, 17)),
         BuiltinPreset(
             "knee-multicoil", (640, 368), (320, 320), 2, 6, num_coils=15, padding=(17, 17)
@@ -133,6 +220,7 @@ class SimulatedVolume:
         acquisition: Protocol name.
         geometry: Header geometry.
         patient_id: Synthetic patient identifier.
+        anatomy: Anatomy name.
     """
 
     kspace: NDArray[np.complex64]
@@ -140,6 +228,7 @@ class SimulatedVolume:
     acquisition: str
     geometry: KSpaceGeometry
     patient_id: str
+    anatomy: str = "knee"
 
 
 def _coil_maps(
@@ -181,10 +270,11 @@ def simulate_volume(
     rng = np.random.default_rng(
         np.random.SeedSequence([seed, GENERATOR_VERSION], spawn_key=(index,))
     )
-    acquisition = str(rng.choice(list(preset.acquisitions)))
+    anatomy = preset.anatomy_of(index)
+    acquisition = str(rng.choice(list(preset.protocols(anatomy))))
     shape = preset.kspace_shape
     slices = preset.slices_per_volume
-    magnitude = knee_volume(rng, slices, shape, preset.recon_size, acquisition)
+    magnitude = ANATOMIES[anatomy].simulate(rng, slices, shape, preset.recon_size, acquisition)
 
     # Smooth phase: a random offset and ramp plus a low-frequency field, per slice.
     u = np.linspace(-1.0, 1.0, shape[0])[None, :, None]
@@ -212,7 +302,9 @@ def simulate_volume(
     coil_kspace = torch.from_numpy(kspace64 if coils > 1 else kspace64[:, None])
     target = center_crop(rss(ifft2c(coil_kspace), dim=1), preset.recon_size).numpy()
     patient = hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:12]
-    return SimulatedVolume(kspace64, target.astype(np.float32), acquisition, geometry, patient)
+    return SimulatedVolume(
+        kspace64, target.astype(np.float32), acquisition, geometry, patient, anatomy
+    )
 
 
 def _provenance(preset: BuiltinPreset, seed: int, index: int) -> str:
@@ -236,6 +328,7 @@ def _write_volume(path: Path, volume: SimulatedVolume, provenance: str) -> None:
         hf.attrs["norm"] = float(np.linalg.norm(volume.target))
         hf.attrs["acquisition"] = volume.acquisition
         hf.attrs["patient_id"] = volume.patient_id
+        hf.attrs["anatomy"] = volume.anatomy
         hf.attrs[PROVENANCE_ATTR] = provenance
 
 

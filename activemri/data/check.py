@@ -66,6 +66,8 @@ class FolderReport:
         lines.append(f"k-space widths: {dict(sorted(widths.items()))}")
         lines.append(f"coils: {dict(sorted(coils.items()))}")
         lines.append(f"acquisitions: {dict(sorted(acqs.items()))}")
+        kinds = Counter(v.anatomy or "-" for v in self.volumes)
+        lines.append(f"anatomies: {dict(sorted(kinds.items()))}")
         if not self.scanned:
             lines.append("slice contents not scanned (--quick)")
         for title, items in (("ERRORS", self.errors), ("warnings", self.warnings)):

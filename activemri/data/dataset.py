@@ -59,6 +59,12 @@ class DataWarning(UserWarning):
     """A data file was skipped or looks suspicious."""
 
 
+_FASTMRI_ANATOMY = {
+    "CORPD_FBK": "knee", "CORPDFS_FBK": "knee", "AXT1": "brain", "AXT1PRE": "brain",
+    "AXT1POST": "brain", "AXT2": "brain", "AXFLAIR": "brain",
+}  # fmt: skip
+
+
 class CorruptSliceError(ValueError):
     """A slice could not be read or holds non-finite values."""
 
@@ -94,6 +100,18 @@ class VolumeInfo:
         """The ``acquisition`` attribute (e.g. ``CORPD_FBK``), if present."""
         value = self.attrs.get("acquisition")
         return None if value is None else str(value)
+
+    @property
+    def anatomy(self) -> str | None:
+        """The anatomy, if known.
+
+        The ``anatomy`` attribute of built-in files, else inferred from fastMRI's protocol
+        names (``CORPD*_FBK`` knee, ``AX*`` brain), else ``None``.
+        """
+        value = self.attrs.get("anatomy")
+        if value is not None:
+            return str(value)
+        return _FASTMRI_ANATOMY.get(self.acquisition or "")
 
 
 @dataclass(frozen=True)
@@ -311,6 +329,7 @@ class SliceDataset(Dataset[SliceSample]):
         split_fractions: Split name to fraction of volumes (default 0.8/0.1/0.1 train/val/test).
         split_seed: Seed of the volume-level split.
         acquisitions: Keep only volumes with one of these ``acquisition`` attributes.
+        anatomies: Keep only volumes of these anatomies (:attr:`VolumeInfo.anatomy`).
         kspace_widths: Keep only volumes whose k-space width ``W`` is one of these.
         sample_rate: Fraction of the remaining volumes to keep (whole volumes), seeded.
         sample_seed: Seed of the volume sampling.
@@ -333,6 +352,7 @@ class SliceDataset(Dataset[SliceSample]):
         split_fractions: Mapping[str, float] = DEFAULT_SPLIT_FRACTIONS,
         split_seed: int = 0,
         acquisitions: Iterable[str] | None = None,
+        anatomies: Iterable[str] | None = None,
         kspace_widths: Iterable[int] | None = None,
         sample_rate: float = 1.0,
         sample_seed: int = 0,
@@ -382,6 +402,9 @@ class SliceDataset(Dataset[SliceSample]):
         if acquisitions is not None:
             wanted = set(acquisitions)
             valid = [v for v in valid if v.acquisition in wanted]
+        if anatomies is not None:
+            kinds = set(anatomies)
+            valid = [v for v in valid if v.anatomy in kinds]
         if kspace_widths is not None:
             widths = {int(w) for w in kspace_widths}
             valid = [v for v in valid if v.kspace_shape[1] in widths]
@@ -393,7 +416,7 @@ class SliceDataset(Dataset[SliceSample]):
         if not valid:
             raise ValueError(
                 f"no volume in {root} matches split={split!r}, acquisitions={acquisitions}, "
-                f"kspace_widths={kspace_widths}"
+                f"anatomies={anatomies}, kspace_widths={kspace_widths}"
             )
         self.volumes: list[VolumeInfo] = valid
         self._index: list[tuple[int, int]] = [
