@@ -33,6 +33,7 @@ def _positive_int(text: str) -> int:
 def _data_make(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from activemri.data.brain import MissingDataDependency
     from activemri.data.builtin import make_builtin, resolve_preset
 
     try:
@@ -48,7 +49,10 @@ def _data_make(args: argparse.Namespace) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        paths = make_builtin(args.out, spec, seed=args.seed, progress=progress)
+        try:
+            paths = make_builtin(args.out, spec, seed=args.seed, progress=progress)
+        except MissingDataDependency as exc:
+            raise CommandError(str(exc)) from exc
     elapsed = time.perf_counter() - start
     kind = "single-coil" if spec.num_coils == 1 else f"{spec.num_coils}-coil"
     print(
@@ -80,6 +84,7 @@ def _recon_train(args: argparse.Namespace) -> int:
             overrides[key] = value
     if args.bf16:
         overrides["bf16"] = True
+    overrides.update(_parse_overrides(args.set))
     out = args.out or f"outputs/{Path(args.preset).stem}"
     try:
         result = train(args.preset, out, data=args.data, device=args.device, resume=args.resume,
@@ -107,7 +112,9 @@ def _recon_eval(args: argparse.Namespace) -> int:
             model = Reconstructor.load(args.checkpoint, trust_class_path=args.trust_class_path)
         else:
             model = reconstructor_from_preset(args.preset)
-        dataset = SliceDataset(resolve_data(args.data), split=args.split)
+        dataset = SliceDataset(
+            resolve_data(args.data), split=None if args.split == "all" else args.split
+        )
         result = evaluate_reconstructor(
             model, dataset, args.mask_type, args.acceleration, seed=args.seed,
             device=args.device, batch_size=args.batch_size, max_slices=args.max_slices,
@@ -129,12 +136,84 @@ def _recon_eval(args: argparse.Namespace) -> int:
             f"{row['psnr']['mean']:>8.2f} ± {row['psnr']['std']:<6.2f}"
             f"{row['nmse']['mean']:>9.4f} ± {row['nmse']['std']:<6.4f}"
         )
-    if "uncertainty_spearman" in result:
-        print(f"uncertainty: Spearman(sigma, |error|) = {result['uncertainty_spearman']:.3f}")
+    images = result["model"]["per_image_ssim"], result["zero_filled"]["per_image_ssim"]
+    print(
+        f"per image: SSIM {images[0]['mean']:.4f} (median {images[0]['median']:.4f}) vs "
+        f"zero-filled {images[1]['mean']:.4f}; model better on "
+        f"{100 * result['model']['beats_zero_filled']:.0f}% of slices"
+    )
+    for kind, row in result["by_anatomy"].items():
+        print(
+            f"  {kind:<10} {row['num_slices']:>5} slices: SSIM {row['ssim']['mean']:.4f} vs "
+            f"zero-filled {row['ssim_zero_filled']['mean']:.4f}"
+        )
+    unc = result.get("uncertainty")
+    if unc and unc["spearman_per_image"]:
+        print(
+            f"uncertainty per image over tissue: Spearman(sigma, |error|) "
+            f"{unc['spearman_per_image']['mean']:.3f}, 1.96-sigma coverage "
+            f"{unc['coverage_1.96_per_image']['mean']:.3f}"
+        )
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _recon_check(args: argparse.Namespace) -> int:
+    import json
+
+    from activemri._io import atomic_write_text
+    from activemri.data import SliceDataset
+    from activemri.recon_models import Reconstructor, reconstructor_from_preset
+    from activemri.recon_models.domain import check_domain, in_training_domain
+    from activemri.recon_models.training import resolve_data
+
+    try:
+        if args.checkpoint:
+            model = Reconstructor.load(args.checkpoint, trust_class_path=args.trust_class_path)
+        else:
+            model = reconstructor_from_preset(args.preset)
+        folder = resolve_data(args.data)
+        dataset = SliceDataset(folder, split=None if args.split == "all" else args.split)
+        if any(v.target_key is None for v in dataset.volumes):
+            raise ValueError(f"{folder}: the check needs fully sampled targets")
+        sizes = {dataset.slice_meta(i).recon_size for i in range(len(dataset))}
+        indices = [i for i in range(len(dataset))
+                   if dataset.slice_meta(i).recon_size == tuple(model.recon_size)]  # fmt: skip
+        if not indices:
+            raise ValueError(
+                f"the reconstructor outputs {tuple(model.recon_size)} images but the targets in "
+                f"{folder} are {sorted(sizes)}"
+            )
+        check = check_domain(model, dataset, indices=indices, num_slices=args.slices,
+                             seed=args.seed, device=args.device)  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    domain = model.training_domain or {}
+    trained = in_training_domain(model, args.data, folder)
+    print(f"reconstructor: {args.checkpoint or args.preset} ({type(model).__name__})")
+    if domain:
+        print(
+            f"trained on: {domain.get('data')} (anatomies {domain.get('anatomies')}, coils "
+            f"{domain.get('num_coils')}, k-space {domain.get('kspace_shapes')})"
+            + ("; this is its training data" if trained else "")
+        )
+    else:
+        print("trained on: not recorded in the checkpoint")
+    print(check.summary())
+    if args.json:
+        doc = {**check.to_dict(), "reconstructor": args.checkpoint or args.preset,
+               "training_domain": domain or None}  # fmt: skip
+        atomic_write_text(args.json, json.dumps(doc, indent=2))
+        print(f"wrote {args.json}")
+    return 0 if check.helps else 1
+
+
+def _data_override(args: argparse.Namespace) -> dict[str, object]:
+    """``--data DIR`` as the env override ``data_root``."""
+    data = getattr(args, "data", None)
+    return {} if data is None else {"data_root": data}
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, object]:
@@ -204,7 +283,7 @@ def _mask_learn(args: argparse.Namespace) -> int:
 
     from activemri.agents.learned_mask import learn_ordering
 
-    overrides = _parse_overrides(args.set)
+    overrides = {**_data_override(args), **_parse_overrides(args.set)}
     if args.device:
         overrides["device"] = args.device
     with tqdm(desc="learning ordering", unit="line", disable=args.quiet) as bar:
@@ -298,7 +377,8 @@ def _evaluate(args: argparse.Namespace, base_overrides: dict[str, Any] | None = 
             max_slices=args.max_slices, policy_slices=_parse_counts(args.policy_slices),
             subset_seed=args.subset_seed, seed=args.seed, batch_size=args.batch_size,
             device=args.device,
-            overrides={**(base_overrides or {}), **_parse_overrides(args.set)},
+            overrides={**(base_overrides or {}), **_data_override(args),
+                       **_parse_overrides(args.set)},
         )  # fmt: skip
         doc = evaluate(settings, args.out, plots=not args.no_plots,
                        log=None if args.quiet else print, show_progress=not args.quiet)  # fmt: skip
@@ -344,16 +424,19 @@ def build_parser() -> argparse.ArgumentParser:
     preset_lines = "\n".join(
         f"  {p.name:<15} {p.num_volumes} volumes x {p.slices_per_volume} slices, k-space "
         f"{p.kspace_shape[0]}x{p.kspace_shape[1]}, targets {p.recon_size[0]}x{p.recon_size[1]}, "
-        f"{p.num_coils} coil(s), padding {p.padding}"
+        f"{p.num_coils} coil(s), padding {p.padding}, anatomies {', '.join(p.anatomies)}"
         for p in PRESETS.values()
     )
     make = data_commands.add_parser(
         "make",
-        help="write simulated knee volumes in fastMRI's h5 format",
+        help="write simulated volumes (brain, knee, abdomen) in fastMRI's h5 format",
         description=(
-            "Write simulated coronal knee volumes as fastMRI-format h5 files (kspace, "
-            "reconstruction_esc/_rss, attrs, ISMRMRD header). Deterministic per seed; files "
-            "are written atomically and an interrupted run resumes."
+            "Write simulated volumes as fastMRI-format h5 files (kspace, "
+            "reconstruction_esc/_rss, attrs, ISMRMRD header). Anatomies: brain (the MNI152 "
+            "template shipped in nilearn, deformed per volume; needs pip install "
+            "'activemri[data]'), a procedural coronal knee and a procedural axial abdomen. "
+            "Deterministic per seed; files are written atomically and an interrupted run "
+            "resumes."
         ),
         epilog=f"presets:\n{preset_lines}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -407,7 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=_positive_int, help="override the batch size")
     tr.add_argument("--max-train-slices", type=_positive_int, help="train on the first N slices")
     tr.add_argument("--max-val-slices", type=_positive_int, help="validate on the first N slices")
-    tr.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bf16 autocast (CUDA, or CPUs with native bf16)")  # fmt: skip
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a train setting of the preset (YAML value), e.g. "
+                         "--set augment=false; repeatable")  # fmt: skip
     tr.add_argument("--quiet", action="store_true", help="no progress output")
     tr.set_defaults(func=_recon_train)
 
@@ -424,7 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", help="checkpoint file (model.pt)")
     source.add_argument("--preset", help="reconstructor preset YAML")
     ev.add_argument("--data", required=True, help="data folder or builtin:PRESET")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"], help="split")
+    ev.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="split (all: every volume, e.g. a folder that is only a test set)",
+    )
     ev.add_argument("--mask-type", default="random", choices=sorted(MASK_TYPES), help="mask")
     ev.add_argument("--acceleration", type=float, default=4.0, help="acceleration (default 4)")
     ev.add_argument("--seed", type=int, default=0, help="mask seed")
@@ -437,6 +529,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="import a non-built-in class named in the checkpoint (runs its module's code)",
     )  # fmt: skip
     ev.set_defaults(func=_recon_eval)
+
+    ck = recon_commands.add_parser(
+        "check",
+        help="does a reconstructor help on this data? (exit 1 if not better than zero-filled)",
+        description=(
+            "Reconstruct a seeded sample of slices of DIR at 4x and 8x (random masks, fastMRI "
+            "ACS fractions, volume max as data range), compare the per-image SSIM with "
+            "zero-filled on the same masks, and say whether the model helps there. Exit "
+            "status 0 if it beats zero-filled at every acceleration, 1 if not."
+        ),
+    )
+    source = ck.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file (model.pt)")
+    source.add_argument("--preset", help="reconstructor preset: YAML path or name (unet_default)")
+    ck.add_argument("--data", required=True, help="data folder or builtin:PRESET")
+    ck.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
+                    help="split to sample from (default all)")  # fmt: skip
+    ck.add_argument("--slices", type=_positive_int, default=32, help="sample size (default 32)")
+    ck.add_argument("--seed", type=int, default=0, help="seed of the sample and the masks")
+    ck.add_argument("--device", default="cpu", help="cpu or cuda")
+    ck.add_argument("--json", help="write the check to this JSON file")
+    ck.add_argument(
+        "--trust-class-path", action="store_true",
+        help="import a non-built-in class named in the checkpoint (runs its module's code)",
+    )  # fmt: skip
+    ck.set_defaults(func=_recon_check)
 
     env = commands.add_parser(
         "env", help="list and check the registered environments",
@@ -480,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--env", default="builtin-v0", help="env preset name or YAML (default "
                        "builtin-v0)")  # fmt: skip
     learn.add_argument("--out", required=True, help="output JSON file")
+    learn.add_argument("--data", help="a folder of fastMRI h5 files to learn on (data_root)")
     learn.add_argument("--sample-size", type=_positive_int, default=16,
                        help="training slices in the sample (default 16)")  # fmt: skip
     learn.add_argument("--max-lines", type=_positive_int,
@@ -572,7 +691,9 @@ def _add_eval_options(ev: argparse.ArgumentParser, accelerations: Sequence[float
     ev.add_argument("--accelerations", nargs="+", type=float, default=list(accelerations),
                     help="budgets as accelerations (default "
                     f"{' '.join(f'{a:g}' for a in accelerations)})")  # fmt: skip
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                    help="split (all: every volume, e.g. a test-set folder)")  # fmt: skip
+    ev.add_argument("--data", help="a folder of fastMRI h5 files to evaluate on (data_root)")
     ev.add_argument("--max-slices", type=_positive_int, help="seeded subset of N slices")
     ev.add_argument("--policy-slices", nargs="+", default=[], metavar="LABEL=N",
                     help="smaller nested subsets per policy, e.g. greedy_oracle=16")  # fmt: skip

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,12 +32,16 @@ from activemri.agents.policies import FixedOrderPolicy
 from activemri.envs.config import EnvConfig, describe_reconstructor
 from activemri.envs.core import EnvState
 from activemri.envs.simulator import Episode, Simulator
+from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.domain import model_fingerprint
 
 __all__ = [
     "FORMAT",
     "SHIPPED_ORDERING",
     "LearnedOrdering",
     "OrderingPolicy",
+    "OrderingWarning",
+    "check_ordering_context",
     "learn_ordering",
     "load_ordering",
 ]
@@ -130,6 +135,47 @@ class OrderingPolicy(FixedOrderPolicy):
                     f"{len(expected)} initial lines of {self.ordering.width}; this episode "
                     f"starts from {len(start)} of {width}"
                 )
+
+
+class OrderingWarning(UserWarning):
+    """A learned ordering is played with a reconstructor or data it was not learned with."""
+
+
+def check_ordering_context(
+    ordering: LearnedOrdering, reconstructor: Reconstructor, data: str | None
+) -> list[str]:
+    """Say (and warn) where an ordering is played outside what it was learned with.
+
+    Args:
+        ordering: The ordering.
+        reconstructor: The reconstructor of the env it is played in.
+        data: That env's data spec.
+
+    Returns:
+        The mismatches found (empty when the ordering was learned with this reconstructor and
+        data); each is also emitted as an :class:`OrderingWarning`.
+    """
+    learned = ordering.settings
+    problems = []
+    fingerprint = learned.get("reconstructor_fingerprint")
+    if fingerprint is None:
+        problems.append("it records no reconstructor fingerprint (learned by an older version)")
+    elif fingerprint != model_fingerprint(reconstructor):
+        problems.append(
+            f"it was learned with another reconstructor ({learned.get('reconstructor')}, "
+            f"{fingerprint}) than this env's ({type(reconstructor).__name__}, "
+            f"{model_fingerprint(reconstructor)})"
+        )
+    if learned.get("data") != data:
+        problems.append(f"it was learned on {learned.get('data')}, not on {data}")
+    for problem in problems:
+        warnings.warn(
+            f"learned ordering: {problem}; a greedy ordering is only as good as the "
+            "reconstructor and data it was learned with (relearn it: activemri mask learn)",
+            OrderingWarning,
+            stacklevel=2,
+        )
+    return problems
 
 
 def load_ordering(path: str | Path | None = None) -> LearnedOrdering:
@@ -248,6 +294,7 @@ def learn_ordering(
         "split": config.split,
         "split_seed": config.split_seed,
         "reconstructor": describe_reconstructor(config.reconstructor),
+        "reconstructor_fingerprint": model_fingerprint(core.reconstructor),
         "sample_size": sample_size,
         "seed": seed,
         "metric": metric,

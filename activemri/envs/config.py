@@ -96,6 +96,10 @@ class EnvConfig:
         cache_slices: Keep every slice read in host memory, so later episodes on it skip the
             h5 read (for data that fits in RAM, e.g. built-in data).
         builtin_seed: Seed of built-in data.
+        domain_check: When a trained reconstructor meets data it was not trained on, compare
+            it with zero-filled on a sample of slices first (cached per model and folder),
+            warn loudly (:class:`~activemri.recon_models.domain.DomainWarning`) if it does not
+            help, and record the check (``sim.domain_check``, ``results.json``).
         cache_dir: Cache root of built-in data (default ``$ACTIVEMRI_CACHE``, else
             ``$XDG_CACHE_HOME/activemri`` or ``~/.cache/activemri``).
         id: The registered id this configuration belongs to, if any.
@@ -121,6 +125,7 @@ class EnvConfig:
     candidate_chunk: int | None = None
     cache_slices: bool = False
     builtin_seed: int = 0
+    domain_check: bool = True
     cache_dir: str | None = None
     id: str | None = None
     description: str = ""

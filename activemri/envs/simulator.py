@@ -30,6 +30,7 @@ from activemri.envs.config import (
     resolve_device,
 )
 from activemri.envs.core import AcquisitionCore, EnvState, StepResult, Timer, _no_timer
+from activemri.recon_models.domain import guarded_domain_check
 
 __all__ = ["OBS_BOUND", "Episode", "Simulator"]
 
@@ -78,6 +79,12 @@ class Simulator:
         self.kspace_shape: tuple[int, int, int] = self.dataset.slice_shape(first)
         self.recon_size: tuple[int, int] = self.dataset.slice_meta(first).recon_size
         model = build_reconstructor_for_env(config, self.recon_size, self.device)
+        self.domain_check: dict[str, Any] | None = None
+        if config.domain_check:
+            self.domain_check = guarded_domain_check(
+                model, self.dataset, data=config.data, indices=self.indices, device=self.device,
+                cache_dir=config.cache_dir,
+            )  # fmt: skip
         scenario = config.scenario
         self.core = AcquisitionCore(
             model,

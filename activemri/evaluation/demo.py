@@ -94,7 +94,7 @@ def run_demo(
     doc = evaluate(settings, out, log=None, show_progress=show_progress)
     elapsed = time.perf_counter() - start
     sizes = {r["policy"]: r["num_slices"] for r in doc["results"]}
-    env = doc["envs"][preset]
+    env = doc["envs"][settings.label_of(preset)]
     log(
         f"activemri demo: built-in {env['data']} test split, reconstructor "
         f"{env['reconstructor']} ({env['reconstructor_class']}), {env['scenario']['initial_lines']}"
@@ -108,6 +108,6 @@ def run_demo(
         )
     log(format_table(doc))
     log(f"wrote {out}/results.json, results.csv, paired_tests.csv, ssim_vs_lines.png, "
-        f"final_metrics.png, example_{Path(preset).stem}.png")  # fmt: skip
+        f"final_metrics.png, example_{Path(settings.label_of(preset)).stem}.png")  # fmt: skip
     log(f"demo wall time: {elapsed:.0f} s")
     return doc

@@ -39,7 +39,8 @@ class EvalSettings:
         presets: Env presets (names or YAML paths).
         accelerations: Budgets as accelerations: an episode ends at
             ``round(measured lines / acceleration)`` lines.
-        split: Data split.
+        split: Data split (``train``, ``val``, ``test``, or ``all`` for every volume, e.g. a
+            folder that is only a test set).
         max_slices: Evaluate a seeded subset of at most this many slices (``None``: all).
         policy_slices: Per policy label, a smaller subset (nested in the main one: the first
             slices of the same seeded permutation), e.g. for the costly oracle on CPU.
@@ -76,10 +77,25 @@ class EvalSettings:
         if unknown:
             raise ValueError(f"policy_slices names unknown policies {sorted(unknown)}")
 
+    def label_of(self, preset: str) -> str:
+        """How a preset's runs are named in reports: by the data when it was overridden.
+
+        ``builtin-v0`` on its own data; ``builtin-v0@knee_val`` when ``data_root`` (or
+        ``data``) points it at another folder, so results on a user's data are never labelled
+        as the built-in benchmark.
+        """
+        data = self.overrides.get("data_root", self.overrides.get("data"))
+        if data is None:
+            return preset
+        text = str(data)
+        name = text if text.startswith("builtin:") else Path(text).expanduser().name or text
+        return f"{Path(preset).stem}@{name}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON fields."""
         out = asdict(self)
         out["policies"], out["presets"] = list(self.policies), list(self.presets)
+        out["preset_labels"] = [self.label_of(p) for p in self.presets]
         out["accelerations"] = list(self.accelerations)
         out["policy_slices"], out["overrides"] = dict(self.policy_slices), dict(self.overrides)
         return out
@@ -106,7 +122,7 @@ class _Envs:
         s = self.settings
         return {
             **s.overrides,
-            "split": s.split,
+            "split": None if s.split == "all" else s.split,
             "order": "sequential",
             "acceleration": acceleration,
             "max_slices": max_slices,
@@ -191,6 +207,7 @@ def evaluate(
     budget_aware: dict[str, bool] = {}
     env_info: dict[str, dict[str, Any]] = {}
     for preset in settings.presets:
+        name = settings.label_of(preset)
         # The example figure shows a slice every policy ran on: the smallest subset's first.
         sizes = [settings.policy_slices.get(s.label, settings.max_slices) for s in specs]
         smallest = min((n for n in sizes if n is not None), default=None)
@@ -205,7 +222,7 @@ def evaluate(
             accelerations = settings.accelerations if policy.budget_aware else (largest,)
             for acceleration in accelerations:
                 venv = envs.get(preset, acceleration, slices)
-                env_info.setdefault(preset, _describe_env(venv))
+                env_info.setdefault(settings.label_of(preset), _describe_env(venv))
                 identity = {
                     "policy": spec.identity(),
                     "preset": preset,
@@ -217,11 +234,11 @@ def evaluate(
                     "seed": settings.seed,
                     "batch": venv.num_envs,  # a seeded random policy draws per batch
                 }
-                path = _run_file(out, preset, spec.label, acceleration)
+                path = _run_file(out, settings.label_of(preset), spec.label, acceleration)
                 loaded = _load_run(path, identity)
                 if loaded is not None:
                     if log:
-                        log(f"{spec.label} @ {acceleration:g}x on {preset}: loaded {path}")
+                        log(f"{spec.label} @ {acceleration:g}x on {name}: loaded {path}")
                     runs[(preset, spec.label, acceleration)] = loaded
                     continue
                 policy = spec.build(venv, settings.seed)
@@ -237,7 +254,7 @@ def evaluate(
                                         example_index=example_index)  # fmt: skip
                 _save_run(path, identity, result)
                 if log:
-                    log(f"{spec.label} @ {acceleration:g}x on {preset}: {len(result)} slices")
+                    log(f"{spec.label} @ {acceleration:g}x on {name}: {len(result)} slices")
                 runs[(preset, spec.label, acceleration)] = result
     doc = build_results(settings, [s.label for s in specs], runs, budget_aware, env_info)
     atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
@@ -264,6 +281,7 @@ def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
         "kspace_shape": list(venv.sim.kspace_shape),
         "recon_size": list(venv.sim.recon_size),
         "scenario": scenario,
+        "domain_check": venv.sim.domain_check,
     }
 
 
@@ -286,8 +304,9 @@ def write_paired_csv(path: Path, doc: Mapping[str, Any]) -> None:
 def format_table(doc: Mapping[str, Any], sort: Sequence[str] | None = None) -> str:
     """The comparison table (SSIM AUC and final metrics with 95% CIs) as plain text."""
     lines = []
-    for preset in doc["settings"]["presets"]:
-        for acceleration in doc["settings"]["accelerations"]:
+    settings = doc["settings"]
+    for preset in settings.get("preset_labels", settings["presets"]):
+        for acceleration in settings["accelerations"]:
             rows = [r for r in doc["results"]
                     if r["preset"] == preset and r["acceleration"] == acceleration]  # fmt: skip
             if not rows:

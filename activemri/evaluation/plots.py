@@ -32,7 +32,8 @@ def _save(fig: Any, path: Path) -> Path:
 
 def _groups(doc: Mapping[str, Any]) -> list[tuple[str, float]]:
     settings = doc["settings"]
-    return [(p, float(a)) for p in settings["presets"] for a in settings["accelerations"]]
+    labels = settings.get("preset_labels", settings["presets"])
+    return [(p, float(a)) for p in labels for a in settings["accelerations"]]
 
 
 def _colors(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,15 +140,17 @@ def plot_all(
         plot_final(doc, out / "final_metrics.png"),
     ]
     largest = min(doc["settings"]["accelerations"])
-    for preset in doc["settings"]["presets"]:
+    settings = doc["settings"]
+    labels = settings.get("preset_labels", settings["presets"])
+    for preset, shown in zip(settings["presets"], labels, strict=True):
         examples = {}
         for (p, label, acceleration), run in runs.items():
             if p == preset and acceleration == largest and run.example is not None:
                 examples[label] = run.example
-        order = [r["policy"] for r in doc["results"] if r["preset"] == preset]
+        order = [r["policy"] for r in doc["results"] if r["preset"] == shown]
         examples = {k: examples[k] for k in dict.fromkeys(order) if k in examples}
         if examples:
-            name = f"example_{Path(preset).stem}.png"
-            paths.append(plot_example(examples, out / name, f"{Path(preset).stem}, {largest:g}x: "
+            name = f"example_{Path(shown).stem}.png"
+            paths.append(plot_example(examples, out / name, f"{Path(shown).stem}, {largest:g}x: "
                                       "first evaluated slice"))  # fmt: skip
     return paths

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from activemri.agents.learned_mask import load_ordering
+from activemri.agents.learned_mask import check_ordering_context, load_ordering
 from activemri.agents.policies import (
     FixedMaskPolicy,
     GreedyOraclePolicy,
@@ -24,7 +24,9 @@ PolicyFactory = Callable[[str | None, ActiveMRIVectorEnv, int], Policy]
 
 
 def _learned(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
-    return load_ordering(arg).policy()
+    ordering = load_ordering(arg)
+    check_ordering_context(ordering, venv.core.reconstructor, venv.config.data)
+    return ordering.policy()
 
 
 def _agent(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:

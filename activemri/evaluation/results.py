@@ -130,7 +130,10 @@ Runs = Mapping[tuple[str, str, float], Trajectories]
 def budget_views(
     settings: Any, labels: Sequence[str], runs: Runs, budget_aware: Mapping[str, bool]
 ) -> dict[tuple[str, float], dict[str, Trajectories]]:
-    """Per ``(preset, acceleration)``, each policy's trajectories as that budget ends them.
+    """Per ``(preset label, acceleration)``, each policy's trajectories as that budget ends them.
+
+    Runs are found by preset; views are named by ``settings.label_of(preset)`` (the data,
+    when it was overridden).
 
     A budget-aware policy's own run at that budget; any other policy's run at the largest
     budget, truncated (:func:`truncate`). Policies without a run are left out.
@@ -139,7 +142,7 @@ def budget_views(
     views: dict[tuple[str, float], dict[str, Trajectories]] = {}
     for preset in settings.presets:
         for acceleration in settings.accelerations:
-            view = views.setdefault((preset, float(acceleration)), {})
+            view = views.setdefault((settings.label_of(preset), float(acceleration)), {})
             for label in labels:
                 source = acceleration if budget_aware[label] else largest
                 if (preset, label, source) in runs:

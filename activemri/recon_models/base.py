@@ -56,6 +56,9 @@ class Reconstructor(nn.Module):
             raise ValueError(f"recon_size must be (h, w) of positive ints, got {recon_size}")
         self.recon_size: tuple[int, int] = (int(recon_size[0]), int(recon_size[1]))
         self._config: dict[str, Any] = {"recon_size": list(self.recon_size), **(config or {})}
+        #: What the model was trained on (``extra["domain"]`` of its checkpoint, see
+        #: :func:`activemri.recon_models.training.training_domain`); ``None`` if unknown.
+        self.training_domain: dict[str, Any] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -66,6 +69,23 @@ class Reconstructor(nn.Module):
     def has_uncertainty(self) -> bool:
         """Whether :attr:`ReconOutput.uncertainty` is filled."""
         return False
+
+    @property
+    def sigma_scale(self) -> float:
+        """Calibration factor applied to the predicted uncertainty (1 = uncalibrated)."""
+        return float(self._config.get("sigma_scale", 1.0))
+
+    def set_sigma_scale(self, value: float) -> None:
+        """Set the uncertainty calibration factor (temperature scaling); stored in ``config``.
+
+        Models whose constructor takes ``sigma_scale`` multiply their uncertainty by it.
+        """
+        if not value > 0 or not torch.isfinite(torch.tensor(value)):
+            raise ValueError(f"sigma_scale must be a positive finite number, got {value}")
+        if value == 1.0:
+            self._config.pop("sigma_scale", None)
+        else:
+            self._config["sigma_scale"] = float(value)
 
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> ReconOutput:
         """Reconstruct images from masked k-space.

@@ -9,6 +9,7 @@ caller names, or when the caller passes ``trust_class_path=True``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,12 @@ def load_reconstructor(
     except TypeError as exc:
         raise CheckpointError(f"{path}: config does not fit {stored}: {exc}") from exc
     load_state_strict(model, payload["state_dict"], str(path))
+    domain = payload.get("extra", {}).get("domain")
+    if isinstance(domain, str):
+        try:
+            model.training_domain = json.loads(domain)
+        except ValueError:
+            model.training_domain = None
     model.eval()
     return model
 

@@ -119,8 +119,19 @@ def _resolve_checkpoint(value: str, base: Path | None) -> Path:
     return path
 
 
+def recon_preset_dir() -> Path:
+    """The folder of reconstructor presets (``recon_models/`` of a checkout, else installed)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "recon_models").is_dir():
+        return checkout / "recon_models"
+    return package / "presets" / "recon_models"
+
+
 def load_preset(preset: str | Path | Mapping[str, Any]) -> ReconPreset:
-    """Read a reconstructor preset from a YAML file or a mapping.
+    """Read a reconstructor preset from a YAML file, a preset name or a mapping.
+
+    A name without ``.yaml`` (``unet_default``) is looked up in :func:`recon_preset_dir`.
 
     ``checkpoint: package:NAME`` refers to a checkpoint shipped inside activemri; relative
     paths are relative to the YAML file.
@@ -134,6 +145,8 @@ def load_preset(preset: str | Path | Mapping[str, Any]) -> ReconPreset:
         data: Any = dict(preset)
     else:
         source = Path(preset)
+        if source.suffix not in (".yaml", ".yml") and not source.exists():
+            source = recon_preset_dir() / f"{preset}.yaml"
         if not source.is_file():
             raise FileNotFoundError(f"reconstructor preset {source} does not exist")
         data = yaml.safe_load(source.read_text())

@@ -7,6 +7,16 @@ split) and two files are written atomically in the output folder:
 - ``checkpoint.pt``: model, optimizer, scheduler, epoch and history (for ``--resume``);
 - ``model.pt``: the model alone, the best so far by validation SSIM (what users load).
 
+Validity outside the simulator: ``train.augment`` changes every training slice (flips, small
+rotations, gamma, bias field, scale, noise; :mod:`activemri.recon_models.augment`),
+``train.anatomies`` restricts training to some anatomies, and ``train.val_data`` names
+held-out data (ideally an anatomy left out of training) on which the best epoch is selected.
+Models with an uncertainty head get their ``sigma_scale`` fitted on the val split when
+``model.pt`` is written (temperature scaling, :mod:`activemri.recon_models.calibration`).
+``model.pt`` also records the training domain (``extra["domain"]``: anatomies, protocols,
+sizes, coils, accelerations, noise), which ``activemri recon check`` and the env's domain
+guard read.
+
 Reproducibility: every random stream of epoch ``e`` is seeded from ``(seed, e)``: the
 shuffle, each sample's mask (also from its index), the SSDU splits (one stream per epoch and
 rank, consumed batch by batch) and dropout (the global torch seed). Resumption happens at
@@ -32,7 +42,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -47,7 +57,9 @@ from activemri._io import atomic_write_text
 from activemri.data import SliceDataset, SliceSample, ensure_builtin
 from activemri.kspace import acs_mask, apply_mask
 from activemri.masks import MASK_TYPES, make_mask
+from activemri.recon_models.augment import AugmentConfig, augment_batch
 from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.calibration import fit_sigma_scale
 from activemri.recon_models.checkpoint import CheckpointError, load_state_strict, read_checkpoint
 from activemri.recon_models.evaluate import (
     MaskedBatch,
@@ -60,7 +72,14 @@ from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_
 from activemri.recon_models.registry import ReconPreset, build_reconstructor, load_preset
 from activemri.recon_models.ssdu import ssdu_split
 
-__all__ = ["BUILTIN_DATA_PREFIX", "TrainConfig", "resolve_data", "train"]
+__all__ = [
+    "BUILTIN_DATA_PREFIX",
+    "TrainConfig",
+    "bf16_autocast",
+    "resolve_data",
+    "train",
+    "training_domain",
+]
 
 BUILTIN_DATA_PREFIX = "builtin:"
 
@@ -91,8 +110,17 @@ class TrainConfig:
         max_val_slices: Validate on the first N validation slices (None = all).
         val_accelerations: Accelerations validated each epoch (random masks).
         seed: Seed of everything random.
-        bf16: bf16 autocast (CUDA only; ignored on CPU).
+        bf16: bf16 autocast (on CUDA, and on CPUs with native bf16 support; elsewhere
+            ignored with a note in the history).
         num_workers: DataLoader workers.
+        augment: Training augmentation (supervised): ``false``, ``true`` (defaults) or a
+            mapping of :class:`~activemri.recon_models.augment.AugmentConfig` ranges.
+        anatomies: Train only on volumes of these anatomies (None = all).
+        val_data: Held-out data for model selection: a folder or ``builtin:PRESET``, ideally
+            of an anatomy left out of training (cross-anatomy validation). Its ``val_split``
+            is validated each epoch and the best epoch by its mean SSIM is ``model.pt``;
+            ``None`` selects on the training data's val split.
+        val_split: Split of ``val_data`` used for selection (``val``, ``test`` or ``all``).
     """
 
     data: str = "builtin:default"
@@ -117,6 +145,10 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
     num_workers: int = 0
+    augment: Any = None
+    anatomies: list[str] | None = None
+    val_data: str | None = None
+    val_split: str = "val"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -150,6 +182,9 @@ class TrainConfig:
             raise ValueError("accelerations must be >= 1")
         if not 0.0 < self.ssdu_rho < 1.0:
             raise ValueError(f"ssdu_rho must be in (0, 1), got {self.ssdu_rho}")
+        AugmentConfig.from_mapping(self.augment)
+        if self.val_split not in ("train", "val", "test", "all"):
+            raise ValueError(f"val_split must be train, val, test or all, got {self.val_split!r}")
         if self.ssdu_selection not in ("uniform", "gaussian"):
             raise ValueError(
                 f"ssdu_selection must be uniform or gaussian, not {self.ssdu_selection!r}"
@@ -164,6 +199,58 @@ def resolve_data(data: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"data folder {path} does not exist")
     return path
+
+
+def bf16_autocast(device: torch.device) -> Any:
+    """A bf16 autocast context where the hardware runs bf16 natively, else a no-op.
+
+    CUDA always qualifies; a CPU qualifies when oneDNN reports native bf16 (AVX512-BF16 or
+    AMX), where bf16 convolutions are faster than float32 ones rather than emulated.
+    """
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def training_domain(dataset: SliceDataset, config: TrainConfig) -> dict[str, Any]:
+    """What a model was trained on, for its checkpoint (DESIGN section 6).
+
+    Args:
+        dataset: The training slices.
+        config: The recipe.
+
+    Returns:
+        JSON-ready: anatomies and acquisitions (volume counts), k-space and target sizes, coil
+        counts, the acceleration range of the training masks, the noise augmentation, the data
+        spec and the volume count.
+    """
+    from collections import Counter
+
+    vols = dataset.volumes
+    widths = [int(v.geometry.padding_right - v.geometry.padding_left) for v in vols]
+    augment = AugmentConfig.from_mapping(config.augment) if config.mode == "supervised" else None
+    return {
+        "data": config.data,
+        "num_volumes": len(vols),
+        "anatomies": dict(Counter(v.anatomy or "unknown" for v in vols)),
+        "acquisitions": dict(Counter(v.acquisition or "unknown" for v in vols)),
+        "kspace_shapes": sorted({f"{v.kspace_shape[0]}x{v.kspace_shape[1]}" for v in vols}),
+        "recon_sizes": sorted(
+            {f"{v.geometry.recon_size[0]}x{v.geometry.recon_size[1]}" for v in vols}
+        ),
+        "num_coils": sorted({v.num_coils for v in vols}),
+        "measured_widths": [min(widths), max(widths)],
+        "mode": config.mode,
+        "accelerations": (
+            [config.ssdu_acceleration]
+            if config.mode == "ssdu"
+            else [1.0 / config.max_fraction, max(config.acs_accelerations) / 0.32]
+        ),
+        "noise_augmentation": None if augment is None else augment.noise,
+        "augment": None if augment is None else asdict(augment),
+    }
 
 
 def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random.Generator], Any]:
@@ -282,9 +369,18 @@ def train(
         raise FileNotFoundError(error or "no data folder")
     # SSDU never opens the training targets: only undersampled k-space exists for it.
     train_set = SliceDataset(
-        folder, split="train", target_key=None if config.mode == "ssdu" else "auto"
-    )
-    val_set = SliceDataset(folder, split="val", warn=False)
+        folder, split="train", target_key=None if config.mode == "ssdu" else "auto",
+        anatomies=config.anatomies,
+    )  # fmt: skip
+    val_set = SliceDataset(folder, split="val", warn=False, anatomies=config.anatomies)
+    held_out = None
+    if config.val_data is not None:
+        held_folder = resolve_data(config.val_data)
+        held_out = SliceDataset(
+            held_folder, split=None if config.val_split == "all" else config.val_split, warn=False
+        )
+        if any(v.target_key is None for v in held_out.volumes):
+            raise ValueError(f"validation needs targets; {config.val_data} lacks some")
     if config.mode == "supervised" and any(v.target_key is None for v in train_set.volumes):
         raise ValueError(f"supervised training needs targets; {folder} has volumes without any")
     if any(v.target_key is None for v in val_set.volumes):
@@ -337,11 +433,9 @@ def train(
         if config.max_train_slices is None
         else min(config.max_train_slices, len(masked))
     )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if config.bf16 and dev.type == "cuda"
-        else nullcontext()
-    )
+    autocast = bf16_autocast(dev) if config.bf16 else nullcontext()
+    augment = AugmentConfig.from_mapping(config.augment) if config.mode == "supervised" else None
+    domain = training_domain(train_set, config)
 
     for epoch in range(start_epoch, config.epochs):
         masked.epoch = epoch
@@ -353,6 +447,7 @@ def train(
         indices = order[rank * per_rank : (rank + 1) * per_rank].tolist()
         model.train()
         split_rng = np.random.default_rng([config.seed, epoch, rank])
+        aug_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 7919 + rank)
         losses = []
         batches = iterate_batches(masked, config.batch_size, indices, config.num_workers)
         bar = tqdm(batches, total=math.ceil(len(indices) / config.batch_size),
@@ -360,6 +455,11 @@ def train(
                    leave=False)  # fmt: skip
         for batch in bar:
             batch = batch.to(dev)
+            if augment is not None:
+                kspace, target, data_range = augment_batch(
+                    batch.kspace, batch.valid, model.recon_size, augment, aug_gen
+                )
+                batch = replace(batch, kspace=kspace, target=target, data_range=data_range)
             lam_mask = None
             if config.mode == "ssdu":
                 protected = acs_mask(batch.num_low, batch.mask.shape[-1])
@@ -381,18 +481,37 @@ def train(
 
         if rank == 0:
             record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            for acc in config.val_accelerations:
-                res = evaluate_reconstructor(model, val_set, "random", acc, seed=config.seed,
-                                             device=dev, batch_size=config.batch_size,
-                                             max_slices=config.max_val_slices)  # fmt: skip
-                for metric in ("ssim", "psnr", "nmse"):
-                    record[f"val_{metric}_{acc:g}x"] = res["model"][metric]["mean"]
-            score = float(np.mean([record[f"val_ssim_{a:g}x"] for a in config.val_accelerations]))
+            sets = [("val", val_set)] + ([("heldout", held_out)] if held_out is not None else [])
+            for prefix, dataset in sets:
+                for acc in config.val_accelerations:
+                    res = evaluate_reconstructor(model, dataset, "random", acc, seed=config.seed,
+                                                 device=dev, batch_size=config.batch_size,
+                                                 max_slices=config.max_val_slices)  # fmt: skip
+                    for metric in ("ssim", "psnr", "nmse"):
+                        record[f"{prefix}_{metric}_{acc:g}x"] = res["model"][metric]["mean"]
+                    record[f"{prefix}_zf_ssim_{acc:g}x"] = res["zero_filled"]["ssim"]["mean"]
+            select = sets[-1][0]
+            score = float(
+                np.mean([record[f"{select}_ssim_{a:g}x"] for a in config.val_accelerations])
+            )
+            record["selection"] = select
             history.append(record)
             if score > best:
                 best = score
+                if model.has_uncertainty:
+                    # Temperature scaling on the in-domain val split, for model.pt only: the
+                    # model being trained keeps sigma_scale 1 (its NLL and resume need that).
+                    scale = fit_sigma_scale(model, val_set, tuple(config.val_accelerations),
+                                            seed=config.seed, device=dev,
+                                            batch_size=config.batch_size,
+                                            max_slices=config.max_val_slices)  # fmt: skip
+                    record["sigma_scale"] = scale
+                    model.set_sigma_scale(scale)
                 model.save(out / "model.pt", extra={"train": json.dumps(asdict(config)),
-                                                    "epoch": epoch, "val_ssim": score})  # fmt: skip
+                                                    "epoch": epoch, "val_ssim": score,
+                                                    "domain": json.dumps(domain)})  # fmt: skip
+                model.set_sigma_scale(1.0)
+                model.train()
             model.save(
                 ckpt_path,
                 extra={
@@ -403,7 +522,7 @@ def train(
             )  # fmt: skip
             atomic_write_text(out / "history.json", json.dumps(history, indent=2))
             if progress:
-                shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if k != "epoch")
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float))
                 tqdm.write(f"epoch {epoch + 1}: {shown}")
         if world > 1:
             dist.barrier()

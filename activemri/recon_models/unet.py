@@ -151,6 +151,14 @@ class UnetReconstructor(Reconstructor):
         num_pool_layers: U-Net levels.
         drop_prob: Dropout probability.
         uncertainty: Add the log-variance head.
+        residual: Predict a correction added to the (normalized) zero-filled input instead of
+            the image itself, so an untrained or out-of-domain network stays near zero-filled.
+        sigma_scale: Calibration factor of the uncertainty (set by training, see
+            :func:`activemri.recon_models.calibration.fit_sigma_scale`).
+        head_chans: ``0``: the log-variance head is a 1x1 conv on the U-Net's last features
+            (its loss then trains the image path too). ``> 0``: a small CNN of this width
+            (two 3x3 convs and a 1x1) on the *detached* features, input and output, so the
+            uncertainty loss can never degrade the image.
     """
 
     def __init__(
@@ -160,12 +168,33 @@ class UnetReconstructor(Reconstructor):
         num_pool_layers: int = 4,
         drop_prob: float = 0.0,
         uncertainty: bool = False,
+        residual: bool = False,
+        sigma_scale: float = 1.0,
+        head_chans: int = 0,
     ) -> None:
         config = {"chans": chans, "num_pool_layers": num_pool_layers, "drop_prob": drop_prob,
                   "uncertainty": uncertainty}  # fmt: skip
+        if residual:  # only stored when set, so earlier checkpoints keep their exact config
+            config["residual"] = True
+        if sigma_scale != 1.0:
+            config["sigma_scale"] = float(sigma_scale)
+        if head_chans:
+            config["head_chans"] = int(head_chans)
         super().__init__(recon_size, config)
+        self.residual = residual
         self.unet = Unet(1, 1, chans=chans, num_pool_layers=num_pool_layers, drop_prob=drop_prob)
-        self.logvar_head = nn.Conv2d(chans, 1, kernel_size=1) if uncertainty else None
+        self.detached_head = head_chans > 0
+        self.logvar_head: nn.Module | None = None
+        if uncertainty and head_chans > 0:
+            self.logvar_head = nn.Sequential(
+                nn.Conv2d(chans + 2, head_chans, kernel_size=3, padding=1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(head_chans, head_chans, kernel_size=3, padding=1),
+                nn.LeakyReLU(0.2),
+                nn.Conv2d(head_chans, 1, kernel_size=1),
+            )
+        elif uncertainty:
+            self.logvar_head = nn.Conv2d(chans, 1, kernel_size=1)
 
     @property
     def has_uncertainty(self) -> bool:
@@ -178,11 +207,17 @@ class UnetReconstructor(Reconstructor):
         image = zero_filled(kspace, mask, self.recon_size, sens_maps=aux.get("sens_maps"))
         x, mean, std = normalize_instance(image.float().unsqueeze(1))
         out, features = self.unet.forward_with_features(x.clamp(-6.0, 6.0))
+        if self.residual:
+            out = out.float() + x
         recon = (out.float() * std + mean)[:, 0]
         sigma = None
         if self.logvar_head is not None:
-            logvar = self.logvar_head(features).float().clamp(*LOGVAR_RANGE)
-            sigma = (torch.exp(0.5 * logvar) * std)[:, 0]
+            if self.detached_head:
+                inputs = torch.cat([features, x.clamp(-6.0, 6.0), out.float()], dim=1).detach()
+                logvar = self.logvar_head(inputs).float().clamp(*LOGVAR_RANGE)
+            else:
+                logvar = self.logvar_head(features).float().clamp(*LOGVAR_RANGE)
+            sigma = (torch.exp(0.5 * logvar) * std)[:, 0] * self.sigma_scale
         return ReconOutput(recon, sigma)
 
     def load_fastmri_state_dict(self, state: dict[str, torch.Tensor]) -> None:

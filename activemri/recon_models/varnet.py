@@ -160,6 +160,7 @@ class VarNetReconstructor(Reconstructor):
         final_dc: Replace the predicted values of the acquired columns by the measured ones
             at the end (hard data consistency). Off by default, as fastMRI's VarNet; needed
             for self-supervised training, whose loss never constrains the input columns.
+        sigma_scale: Calibration factor of the uncertainty (set by training).
     """
 
     predicts_kspace = True
@@ -175,12 +176,15 @@ class VarNetReconstructor(Reconstructor):
         uncertainty: bool = False,
         uncertainty_chans: int = 8,
         final_dc: bool = False,
+        sigma_scale: float = 1.0,
     ) -> None:
-        config = {
+        config: dict[str, Any] = {
             "num_cascades": num_cascades, "sens_chans": sens_chans, "sens_pools": sens_pools,
             "chans": chans, "pools": pools, "uncertainty": uncertainty,
             "uncertainty_chans": uncertainty_chans, "final_dc": final_dc,
         }  # fmt: skip
+        if sigma_scale != 1.0:  # only stored when set, so earlier checkpoints keep their config
+            config["sigma_scale"] = float(sigma_scale)
         super().__init__(recon_size, config)
         self.final_dc = final_dc
         self.varnet = VarNet(num_cascades, sens_chans, sens_pools, chans, pools)
@@ -215,6 +219,7 @@ class VarNetReconstructor(Reconstructor):
             stacked, _, std = normalize_instance(torch.stack([image, zf], dim=1))
             logvar = self.uncertainty_head(stacked.detach().clamp(-6.0, 6.0)).float()
             sigma = (torch.exp(0.5 * logvar.clamp(*LOGVAR_RANGE)) * std[:, :1])[:, 0]
+            sigma = sigma * self.sigma_scale
         return ReconOutput(image, sigma)
 
     def load_fastmri_state_dict(self, state: dict[str, torch.Tensor]) -> None:

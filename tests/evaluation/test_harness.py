@@ -123,8 +123,14 @@ def test_evaluate_writes_valid_results_plots_and_resumes(
     assert entries[("random", 2.0)]["lines"][-1] == 16.0
     assert not entries[("random", 2.0)]["budget_aware"]
     assert entries[("equispaced", 4.0)]["budget_aware"]
+    # Results on a user's folder are labelled by it, never as the built-in benchmark.
+    label = f"builtin-v0@{tiny_data.name}"
+    assert tiny_data.name == "tiny0"
+    assert settings.label_of("builtin-v0") == label
+    assert {r["preset"] for r in doc["results"]} == {label} and set(doc["envs"]) == {label}
+    assert doc["settings"]["preset_labels"] == [label]
     # Files: one run per budget-aware policy and budget, one per other policy.
-    runs = sorted(p.name for p in (tmp_path / "runs" / "builtin-v0").glob("*.json"))
+    runs = sorted(p.name for p in (tmp_path / "runs" / "builtin-v0_tiny0").glob("*.json"))
     assert runs == ["equispaced@2x.json", "equispaced@4x.json", "greedy_oracle@2x.json",
                     "low_to_high@2x.json", "random@2x.json", "uncertainty@2x.json"]  # fmt: skip
     with open(tmp_path / "results.csv", newline="") as f:
@@ -137,7 +143,7 @@ def test_evaluate_writes_valid_results_plots_and_resumes(
     assert len(tests) == 2 * 10  # 5 policies: 10 pairs per budget
     oracle_pairs = [t for t in tests if "greedy_oracle" in (t["a"], t["b"])]
     assert all(t["n"] == 3 for t in oracle_pairs)  # nested subset: 3 common slices
-    for name in ("ssim_vs_lines.png", "final_metrics.png", "example_builtin-v0.png"):
+    for name in ("ssim_vs_lines.png", "final_metrics.png", f"example_{label}.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Resume: every run is loaded, nothing is played again.
