@@ -98,23 +98,28 @@ def _recon_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The reconstructor of ``--checkpoint``/``--preset`` and the ``--data``/``--split`` slices."""
+    from activemri.data import SliceDataset
+    from activemri.recon_models import Reconstructor, reconstructor_from_preset
+    from activemri.recon_models.training import resolve_data
+
+    if args.checkpoint:
+        model = Reconstructor.load(args.checkpoint, trust_class_path=args.trust_class_path)
+    else:
+        model = reconstructor_from_preset(args.preset)
+    split = None if args.split == "all" else args.split
+    return model, SliceDataset(resolve_data(args.data), split=split)
+
+
 def _recon_eval(args: argparse.Namespace) -> int:
     import json
 
     from activemri._io import atomic_write_text
-    from activemri.data import SliceDataset
-    from activemri.recon_models import Reconstructor, reconstructor_from_preset
     from activemri.recon_models.evaluate import evaluate_reconstructor
-    from activemri.recon_models.training import resolve_data
 
     try:
-        if args.checkpoint:
-            model = Reconstructor.load(args.checkpoint, trust_class_path=args.trust_class_path)
-        else:
-            model = reconstructor_from_preset(args.preset)
-        dataset = SliceDataset(
-            resolve_data(args.data), split=None if args.split == "all" else args.split
-        )
+        model, dataset = _model_and_data(args)
         result = evaluate_reconstructor(
             model, dataset, args.mask_type, args.acceleration, seed=args.seed,
             device=args.device, batch_size=args.batch_size, max_slices=args.max_slices,
@@ -164,18 +169,11 @@ def _recon_check(args: argparse.Namespace) -> int:
     import json
 
     from activemri._io import atomic_write_text
-    from activemri.data import SliceDataset
-    from activemri.recon_models import Reconstructor, reconstructor_from_preset
     from activemri.recon_models.domain import check_domain, in_training_domain
-    from activemri.recon_models.training import resolve_data
 
     try:
-        if args.checkpoint:
-            model = Reconstructor.load(args.checkpoint, trust_class_path=args.trust_class_path)
-        else:
-            model = reconstructor_from_preset(args.preset)
-        folder = resolve_data(args.data)
-        dataset = SliceDataset(folder, split=None if args.split == "all" else args.split)
+        model, dataset = _model_and_data(args)
+        folder = Path(dataset.root)
         if any(v.target_key is None for v in dataset.volumes):
             raise ValueError(f"{folder}: the check needs fully sampled targets")
         sizes = {dataset.slice_meta(i).recon_size for i in range(len(dataset))}

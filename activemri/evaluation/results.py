@@ -6,12 +6,15 @@ Schema (``"schema": "activemri.evaluation/1"``)::
       "schema": "activemri.evaluation/1",
       "activemri_version": str,
       "settings": EvalSettings fields (policies, presets, accelerations, split, max_slices,
-                  policy_slices, subset_seed, seed, batch_size, device, overrides),
+                  policy_slices, subset_seed, seed, batch_size, device, overrides) and
+                  preset_labels (how each preset is named below),
       "conventions": {name: str}   # SSIM window, data range, crop, AUC, CI, paired tests
-      "envs": {preset: {data, split, split_seed, reconstructor, reconstructor_class,
-                        kspace_shape, recon_size, scenario}},
+      "envs": {label: {data, split, split_seed, reconstructor, reconstructor_class,
+                       kspace_shape, recon_size, scenario,
+                       domain_check}},  # null, or the reconstructor-vs-zero-filled check
+                                        # (activemri.recon_models.domain) on this data
       "results": [                 # one per policy x preset x acceleration
-        {"policy": str, "preset": str, "acceleration": float, "budget_aware": bool,
+        {"policy": str, "preset": label, "acceleration": float, "budget_aware": bool,
          "num_slices": int,
          "lines": [float],         # mean lines acquired at each record (initial mask first)
          "n": [int],               # slices with that record
@@ -26,7 +29,9 @@ Schema (``"schema": "activemri.evaluation/1"``)::
       ]
     }
 
-Metrics are ``ssim``, ``psnr`` (dB) and ``nmse``; intervals are 95% (``null`` when fewer than
+A preset's label is its name, or ``NAME@DATA`` when ``data_root``/``data`` was overridden, so
+results on other data are never labelled as the built-in benchmark. Metrics are ``ssim``,
+``psnr`` (dB) and ``nmse``; intervals are 95% (``null`` when fewer than
 two slices). Every number is finite or ``null``.
 """
 
