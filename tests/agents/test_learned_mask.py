@@ -116,6 +116,15 @@ def test_shipped_ordering_fits_the_builtin_env_and_records_its_provenance() -> N
     assert len(ordering.provenance["slices"]) == ordering.settings["sample_size"]
     assert ordering.initial == list(range(59, 69))  # the env's 10 central lines
     assert all(b > a for a, b in itertools.pairwise(ordering.scores))  # prefixes improve
+    # Learned with the shipped default model itself: played with it, nothing to warn about.
+    from activemri.agents.learned_mask import check_ordering_context
+    from activemri.recon_models import load_default
+
+    assert check_ordering_context(ordering, load_default(), "builtin:default") == []
+    with pytest.warns(UserWarning, match="another reconstructor"):
+        from activemri.recon_models import ZeroFilled
+
+        check_ordering_context(ordering, ZeroFilled((128, 128)), "builtin:default")
 
 
 def test_ordering_policy_refuses_other_initial_lines(tiny_data: Path) -> None:

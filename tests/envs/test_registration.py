@@ -33,6 +33,8 @@ def _overrides(env_id, knee_like, knee_like_multicoil):
         return {"data_root": str(knee_like), "split": None, "budget": 3}
     if env_id == "ActiveMRI/KneeMultiCoil-v0":
         return {"data_root": str(knee_like_multicoil), "split": None, "acceleration": 30.0}
+    if env_id == "ActiveMRI/BuiltinMultiCoil-v0":
+        return {"budget": 3}  # the real 8-coil data and model; short episodes keep it quick
     return {}  # the real preset: builds built-in default data, shipped U-Net
 
 
@@ -48,7 +50,10 @@ def test_check_env_passes_on_every_registered_id(env_id, knee_like, knee_like_mu
     if env_id == "ActiveMRI/Builtin-v0":
         assert report.summary["reconstructor"] == "UnetReconstructor"
         assert report.summary["lines_acquired"] == 32
+    if env_id == "ActiveMRI/BuiltinMultiCoil-v0":
+        assert report.summary["reconstructor"] == "UnetReconstructor"
     if env_id == "ActiveMRI/KneeSingleCoil-v0":
+        assert report.summary["reconstructor"] == "UnetReconstructor"
         assert report.summary["actions"] == 368
         assert report.summary["lines_acquired"] == 33
 
