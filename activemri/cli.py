@@ -112,6 +112,21 @@ def _model_and_data(args: argparse.Namespace) -> tuple[Any, Any]:
     return model, SliceDataset(resolve_data(args.data), split=split)
 
 
+def _add_model_and_data(parser: argparse.ArgumentParser, default_split: str) -> None:
+    """The options :func:`_model_and_data` reads."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file (model.pt)")
+    source.add_argument("--preset", help="reconstructor preset: YAML path or name (unet_default)")
+    parser.add_argument("--data", required=True, help="data folder or builtin:PRESET")
+    parser.add_argument("--split", default=default_split, choices=["train", "val", "test", "all"],
+                        help=f"split (all: every volume, e.g. a test-set folder; default "
+                             f"{default_split})")  # fmt: skip
+    parser.add_argument(
+        "--trust-class-path", action="store_true",
+        help="import a non-built-in class named in the checkpoint (runs its module's code)",
+    )  # fmt: skip
+
+
 def _recon_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -505,16 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the model and for zero-filled, and optionally write them as JSON."
         ),
     )
-    source = ev.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint file (model.pt)")
-    source.add_argument("--preset", help="reconstructor preset YAML")
-    ev.add_argument("--data", required=True, help="data folder or builtin:PRESET")
-    ev.add_argument(
-        "--split",
-        default="test",
-        choices=["train", "val", "test", "all"],
-        help="split (all: every volume, e.g. a folder that is only a test set)",
-    )
+    _add_model_and_data(ev, default_split="test")
     ev.add_argument("--mask-type", default="random", choices=sorted(MASK_TYPES), help="mask")
     ev.add_argument("--acceleration", type=float, default=4.0, help="acceleration (default 4)")
     ev.add_argument("--seed", type=int, default=0, help="mask seed")
@@ -522,10 +528,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=16)
     ev.add_argument("--max-slices", type=_positive_int, help="evaluate the first N slices")
     ev.add_argument("--json", help="write the results to this JSON file")
-    ev.add_argument(
-        "--trust-class-path", action="store_true",
-        help="import a non-built-in class named in the checkpoint (runs its module's code)",
-    )  # fmt: skip
     ev.set_defaults(func=_recon_eval)
 
     ck = recon_commands.add_parser(
@@ -538,20 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
             "status 0 if it beats zero-filled at every acceleration, 1 if not."
         ),
     )
-    source = ck.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint file (model.pt)")
-    source.add_argument("--preset", help="reconstructor preset: YAML path or name (unet_default)")
-    ck.add_argument("--data", required=True, help="data folder or builtin:PRESET")
-    ck.add_argument("--split", default="all", choices=["train", "val", "test", "all"],
-                    help="split to sample from (default all)")  # fmt: skip
+    _add_model_and_data(ck, default_split="all")
     ck.add_argument("--slices", type=_positive_int, default=32, help="sample size (default 32)")
     ck.add_argument("--seed", type=int, default=0, help="seed of the sample and the masks")
     ck.add_argument("--device", default="cpu", help="cpu or cuda")
     ck.add_argument("--json", help="write the check to this JSON file")
-    ck.add_argument(
-        "--trust-class-path", action="store_true",
-        help="import a non-built-in class named in the checkpoint (runs its module's code)",
-    )  # fmt: skip
     ck.set_defaults(func=_recon_check)
 
     env = commands.add_parser(
