@@ -16,11 +16,10 @@ import torch
 from activemri.data import SliceDataset
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.evaluate import (
-    COVERAGE_Z,
-    TISSUE_FRACTION,
     MaskedSlices,
     fixed_mask_rule,
     iterate_batches,
+    tissue_error_ratios,
 )
 
 __all__ = ["fit_sigma_scale"]
@@ -72,12 +71,9 @@ def fit_sigma_scale(
             if out.uncertainty is None:
                 raise ValueError(f"{type(model).__name__} predicts no uncertainty to calibrate")
             sigma = out.uncertainty.float() / model.sigma_scale
-            err = (out.image.float() - batch.target).abs()
-            for e, s, t in zip(err.cpu().numpy(), sigma.cpu().numpy(),
-                               batch.target.cpu().numpy(), strict=True):  # fmt: skip
-                tissue = t > TISSUE_FRACTION * t.max()
-                if tissue.sum() >= 10:
-                    ratios.append(np.sort(e[tissue] / (COVERAGE_Z * np.maximum(s[tissue], 1e-30))))
+            for item in tissue_error_ratios(out.image.float(), sigma, batch.target):
+                if item is not None:
+                    ratios.append(np.sort(item[2]))
     model.train(was_training)
     if not ratios:
         raise ValueError("no validation slice with tissue pixels to calibrate on")

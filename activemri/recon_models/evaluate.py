@@ -182,6 +182,34 @@ def _summary(values: list[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr))}
 
 
+def tissue_error_ratios(
+    image: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Per image, over tissue pixels: ``sigma``, ``|error|`` and ``|error| / (1.96 sigma)``.
+
+    Tissue is the target above :data:`TISSUE_FRACTION` of the slice maximum; an image with
+    fewer than 10 tissue pixels gives ``None``. Shared by the evaluation's uncertainty figures
+    and the calibration, so both judge the same pixels.
+
+    Args:
+        image: ``(B, h, w)`` predictions.
+        sigma: ``(B, h, w)`` predicted standard deviations.
+        target: ``(B, h, w)``.
+    """
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    err = (image - target).abs().float().cpu().numpy()
+    sig = sigma.float().cpu().numpy()
+    tgt = target.float().cpu().numpy()
+    for e, s, t in zip(err, sig, tgt, strict=True):
+        tissue = t > TISSUE_FRACTION * t.max()
+        if tissue.sum() < 10:
+            out.append(None)
+            continue
+        s_t, e_t = s[tissue], e[tissue]
+        out.append((s_t, e_t, e_t / (COVERAGE_Z * np.maximum(s_t, 1e-30))))
+    return out
+
+
 def uncertainty_figures(
     image: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor
 ) -> tuple[list[float], list[float]]:
@@ -196,17 +224,14 @@ def uncertainty_figures(
         Two lists of ``B`` floats (NaN where an image has fewer than 10 tissue pixels).
     """
     rhos, covers = [], []
-    err = (image - target).abs().float().cpu().numpy()
-    sig = sigma.float().cpu().numpy()
-    tgt = target.float().cpu().numpy()
-    for e, s, t in zip(err, sig, tgt, strict=True):
-        tissue = t > TISSUE_FRACTION * t.max()
-        if tissue.sum() < 10:
+    for item in tissue_error_ratios(image, sigma, target):
+        if item is None:
             rhos.append(float("nan"))
             covers.append(float("nan"))
             continue
-        rhos.append(float(spearmanr(s[tissue], e[tissue]).statistic))
-        covers.append(float((e[tissue] < COVERAGE_Z * s[tissue]).mean()))
+        s_t, e_t, ratio = item
+        rhos.append(float(spearmanr(s_t, e_t).statistic))
+        covers.append(float((ratio < 1.0).mean()))
     return rhos, covers
 
 
