@@ -1,7 +1,8 @@
 """Atomic, durable file writes: temporary file in the target folder, fsync, rename.
 
 A reader sees either the old file or the complete new one, never a partial write, and after
-the rename returns the data have reached the disk.
+the rename returns the data have reached the disk. Files get the permissions an ``open()``
+would give them under the process umask (``mkstemp`` alone would make them private).
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["atomic_path", "atomic_write_text"]
+
+
+def _umask_mode() -> int:
+    """``0o666`` less the process umask (``os.umask`` can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -42,6 +50,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

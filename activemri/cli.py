@@ -23,6 +23,21 @@ class CommandError(Exception):
     """A user-facing failure: printed as ``activemri: error: ...`` with exit status 2."""
 
 
+class _TensorBoardFlag(argparse.Action):
+    """``--tensorboard``: refused at parsing when the package is missing, not after setup."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+        values: object, option_string: str | None = None,
+    ) -> None:  # fmt: skip
+        from importlib.util import find_spec
+
+        if find_spec("tensorboard") is None:
+            parser.error(f"{option_string} needs the tensorboard package: "
+                         "pip install 'activemri[tensorboard]'")  # fmt: skip
+        setattr(namespace, self.dest, True)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -336,7 +351,7 @@ def _agent_train(args: argparse.Namespace) -> int:
             preset, out, total_steps=args.total_steps, device=args.device, seed=args.seed,
             resume=args.resume, tensorboard=args.tensorboard,
             time_limit=None if args.time_limit is None else 60.0 * args.time_limit,
-            log=None if args.quiet else print,
+            log=None if args.quiet else print, progress=not args.quiet,
         )  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
         raise CommandError(str(exc)) from exc
@@ -349,11 +364,12 @@ def _agent_train(args: argparse.Namespace) -> int:
 
 
 def _agent_eval(args: argparse.Namespace) -> int:
-    from activemri.agents.sb3_agent import checkpoint_info
+    from activemri.agents.sb3_agent import check_stored_env, checkpoint_info
     from activemri.envs.registration import ENV_IDS
 
     try:
         info = checkpoint_info(args.checkpoint)
+        check_stored_env(info, trust_class_path=args.trust_class_path)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     preset = info["preset"]
@@ -712,7 +728,7 @@ def _add_agent_parser(commands: Any) -> None:
         "train",
         help="train an agent from a preset (checkpoints, resume, logs, periodic evaluation)",
         description=(
-            "Train the preset's agent on its env. OUT gets checkpoint.zip (+ replay_buffer.pkl "
+            "Train the preset's agent on its env. OUT gets checkpoint.zip (+ replay-STEP.pt "
             "for Double DQN; atomic, every checkpoint_every steps), agent.zip (final), best.zip "
             "(best held-out SSIM AUC), eval.csv, progress.csv (SB3 logger) and training.json. "
             "Rerun with --resume to continue an interrupted run."
@@ -732,9 +748,9 @@ def _add_agent_parser(commands: Any) -> None:
     )  # fmt: skip
     tr.add_argument("--time-limit", type=float, metavar="MINUTES",
                     help="stop (with a checkpoint) after this much training time")  # fmt: skip
-    tr.add_argument("--tensorboard", action="store_true",
+    tr.add_argument("--tensorboard", action=_TensorBoardFlag, nargs=0, default=False,
                     help="also write TensorBoard logs (needs activemri[tensorboard])")  # fmt: skip
-    tr.add_argument("--quiet", action="store_true", help="no progress lines")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     tr.set_defaults(func=_agent_train)
 
     ev = agent_commands.add_parser(
@@ -751,6 +767,10 @@ def _add_agent_parser(commands: Any) -> None:
                     metavar="SPEC", help="policies to compare with (default random "
                     "low_to_high learned)")  # fmt: skip
     ev.add_argument("--preset", help="env preset to evaluate on (default: the agent's)")
+    ev.add_argument("--trust-class-path", action="store_true",
+                    help="allow module names stored in the checkpoint's env settings (an env "
+                    "id or reconstructor module:Class): importing them runs their code, so only "
+                    "for files you trust")  # fmt: skip
     _add_eval_options(ev, accelerations=[4.0])
     ev.set_defaults(func=_agent_eval)
 

@@ -24,6 +24,7 @@ transitions; the observation of the Double DQN presets) and 32,816 bytes with
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,9 +34,10 @@ from stable_baselines3.common.buffers import BaseBuffer, ReplayBuffer
 from stable_baselines3.common.type_aliases import DictReplayBufferSamples
 from stable_baselines3.common.vec_env import VecNormalize
 
-__all__ = ["CompactReplayBuffer"]
+__all__ = ["STATE_FORMAT", "CompactReplayBuffer"]
 
 _LEVELS = 255
+STATE_FORMAT = "activemri.replay/1"
 
 
 class CompactReplayBuffer(ReplayBuffer):
@@ -115,37 +117,77 @@ class CompactReplayBuffer(ReplayBuffer):
         """:meth:`nbytes` per stored transition (at capacity)."""
         return self.nbytes() / (self.buffer_size * self.n_envs)
 
-    # ------------------------------------------------------------------------ pickling
-    def _arrays(self) -> list[tuple[dict[str, np.ndarray] | None, str]]:
-        """(dict or None, name) of every storage array (``None``: an attribute)."""
-        out: list[tuple[dict[str, np.ndarray] | None, str]] = []
-        for store in (self.images, self.ranges, self.masks, self.others):
-            out += [(store, key) for key in store]
-        return [*out, (None, "actions"), (None, "rewards"), (None, "dones")]
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle only the rows written so far (checkpoints of a filling buffer stay small)."""
-        state = self.__dict__.copy()
-        rows = self.buffer_size if self.full else min(self.pos + 1, self.buffer_size)
+    # ------------------------------------------------------------------------ saving
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Every storage array by a stable name (``images/KEY``, ..., ``actions``)."""
+        out: dict[str, np.ndarray] = {}
         for name in ("images", "ranges", "masks", "others"):
-            state[name] = {k: v[:rows] for k, v in state[name].items()}
-        for name in ("actions", "rewards", "dones"):
-            state[name] = state[name][:rows]
-        return state
+            out.update({f"{name}/{key}": v for key, v in getattr(self, name).items()})
+        return {**out, "actions": self.actions, "rewards": self.rewards, "dones": self.dones}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickled buffer at its full capacity."""
-        self.__dict__.update(state)
-        for store, key in self._arrays():
-            stored = store[key] if store is not None else getattr(self, key)
-            if stored.shape[0] == self.buffer_size:
-                continue
-            full = np.zeros((self.buffer_size, *stored.shape[1:]), stored.dtype)
-            full[: stored.shape[0]] = stored
-            if store is not None:
-                store[key] = full
-            else:
-                setattr(self, key, full)
+    def state_dict(self) -> dict[str, Any]:
+        """The stored rows as tensors plus the write position: for ``torch.save``.
+
+        Only the rows written so far are kept, so checkpoints of a filling buffer stay small;
+        the result loads with ``torch.load(..., weights_only=True)`` (no pickled objects).
+        """
+        rows = self.buffer_size if self.full else min(self.pos + 1, self.buffer_size)
+        arrays = {
+            k: torch.from_numpy(np.ascontiguousarray(v[:rows])) for k, v in self._arrays().items()
+        }
+        return {
+            "format": STATE_FORMAT,
+            "pos": int(self.pos),
+            "full": bool(self.full),
+            "rows": int(self.buffer_size),
+            "n_envs": int(self.n_envs),
+            "arrays": arrays,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned into this (empty) buffer.
+
+        Raises:
+            ValueError: If ``state`` is not a replay state of a buffer of this layout
+                (capacity, envs, observation entries, shapes and dtypes).
+        """
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an activemri replay memory ({STATE_FORMAT})")
+        if (state.get("rows"), state.get("n_envs")) != (self.buffer_size, self.n_envs):
+            raise ValueError(
+                f"replay memory of {state.get('rows')} rows x {state.get('n_envs')} envs does "
+                f"not fit a buffer of {self.buffer_size} x {self.n_envs}"
+            )
+        mine = self._arrays()
+        stored = state.get("arrays")
+        if not isinstance(stored, Mapping) or set(stored) != set(mine):
+            keys = sorted(stored) if isinstance(stored, Mapping) else stored
+            raise ValueError(f"replay memory holds {keys}, the buffer {sorted(mine)}")
+        pos, full = state.get("pos"), state.get("full")
+        if (
+            not isinstance(pos, int)
+            or not isinstance(full, bool)
+            or not 0 <= pos < self.buffer_size
+        ):
+            raise ValueError(f"replay memory has an invalid write position {pos!r}")
+        for name, target in mine.items():
+            value = stored[name]
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"replay memory entry {name!r} is not a tensor")
+            array = value.numpy()
+            rows = array.shape[0]
+            if (
+                array.dtype != target.dtype
+                or array.shape[1:] != target.shape[1:]
+                or not (0 < rows <= self.buffer_size)
+            ):
+                raise ValueError(
+                    f"replay memory entry {name!r} is {array.dtype}{tuple(array.shape)}, the "
+                    f"buffer's {target.dtype}{tuple(target.shape)}"
+                )
+            target[:rows] = array
+            target[rows:] = 0
+        self.pos, self.full = pos, full
 
     # ------------------------------------------------------------------------ writing
     def _write(self, row: int, obs: dict[str, np.ndarray], envs: np.ndarray) -> None:

@@ -1,17 +1,30 @@
 """SB3 agents from presets: build, save and load checkpoints, and play them as policies.
 
 A checkpoint is SB3's zip (``model.save``) written atomically, with the preset and training
-facts stored in the model attribute ``activemri_agent`` (a JSON-able mapping, schema
+facts stored in the model attribute ``activemri_agent`` (a JSON mapping, schema
 :data:`CHECKPOINT_SCHEMA`), so one file says what the agent is, how it was trained and which
-observation entries it reads.
+observation entries it reads. SB3 can still read these files itself.
+
+Loading never unpickles: SB3's ``load`` would restore the settings in the zip's ``data`` entry
+with cloudpickle, which runs any code a crafted file carries. :func:`load_agent` instead reads
+``data`` as plain JSON, takes only the ``activemri_agent`` entry (the preset, the spaces and
+the step counters, all JSON), rebuilds the model from the preset, and loads the weights with
+``torch.load(weights_only=True)``. A file that would need code execution to read is refused
+with :class:`UnsafeAgentFileError`; so are module names stored in it (an env id
+``module:Id`` or a reconstructor ``module:Class``), unless the caller trusts the file.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import math
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
@@ -32,15 +45,76 @@ from activemri.envs.vector import ActiveMRIVectorEnv
 __all__ = [
     "CHECKPOINT_SCHEMA",
     "AgentPolicy",
+    "UnsafeAgentFileError",
     "build_model",
+    "check_hyperparameters",
+    "check_stored_env",
     "checkpoint_info",
     "load_agent",
     "save_agent",
 ]
 
-CHECKPOINT_SCHEMA = "activemri.agent/1"
+CHECKPOINT_SCHEMA = "activemri.agent/2"
 _META = "activemri_agent"
 _CLASSES: dict[str, type[BaseAlgorithm]] = {"ddqn": DoubleDQN, "maskable_ppo": MaskablePPO}
+# Counters a resumed run continues from (everything else is rebuilt from the preset).
+_STATE = (
+    "num_timesteps",
+    "_n_updates",
+    "_episode_num",
+    "_current_progress_remaining",
+    "_n_calls",
+    "exploration_rate",
+)
+
+
+class UnsafeAgentFileError(ValueError):
+    """An agent file that cannot be read without running code it names or carries."""
+
+
+def _policy_kwargs(preset: AgentPreset) -> dict[str, Any]:
+    return {
+        "features_extractor_class": ActiveMRIExtractor,
+        "features_extractor_kwargs": dict(preset.features),
+        "net_arch": list(preset.net_arch),
+    }
+
+
+def check_hyperparameters(preset: AgentPreset) -> None:
+    """Raise ``ValueError`` unless the preset's hyperparameters are its algorithm's own.
+
+    Raises:
+        ValueError: For a name the preset owns or the algorithm does not take.
+    """
+    _algorithm_kwargs(preset)
+
+
+def _algorithm_kwargs(preset: AgentPreset) -> dict[str, Any]:
+    owned = {"policy", "env", "seed", "device", "policy_kwargs", "replay_buffer_class"}
+    clash = sorted(owned & set(preset.hyperparameters))
+    if clash:
+        raise ValueError(f"hyperparameters must not set {clash}; the preset owns them")
+    cls = _CLASSES[preset.algorithm]
+    known: set[str] = set()
+    for klass in cls.__mro__:  # up to the first constructor that takes no **kwargs
+        params = (
+            inspect.signature(vars(klass)["__init__"]).parameters
+            if "__init__" in vars(klass)
+            else {}
+        )
+        known |= {n for n, p in params.items() if p.kind is not p.VAR_KEYWORD}
+        if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    known -= owned | {"self", "_init_setup_model", "verbose"}
+    unknown = sorted(set(preset.hyperparameters) - known)
+    if unknown:
+        raise ValueError(
+            f"unknown {preset.algorithm} hyperparameters {unknown}; known: {sorted(known)}"
+        )
+    kwargs: dict[str, Any] = dict(preset.hyperparameters)
+    if preset.algorithm == "ddqn":
+        kwargs["replay_buffer_class"] = CompactReplayBuffer
+    return kwargs
 
 
 def build_model(preset: AgentPreset, env: VecEnv, device: str, seed: int) -> BaseAlgorithm:
@@ -48,64 +122,195 @@ def build_model(preset: AgentPreset, env: VecEnv, device: str, seed: int) -> Bas
 
     Raises:
         ValueError: If the hyperparameters set what the preset owns (policy, env, seed,
-            device, policy_kwargs, replay buffer class).
+            device, policy_kwargs, replay buffer class) or are not the algorithm's.
     """
-    owned = {"policy", "env", "seed", "device", "policy_kwargs", "replay_buffer_class"}
-    clash = sorted(owned & set(preset.hyperparameters))
-    if clash:
-        raise ValueError(f"hyperparameters must not set {clash}; the preset owns them")
-    policy_kwargs = {
-        "features_extractor_class": ActiveMRIExtractor,
-        "features_extractor_kwargs": dict(preset.features),
-        "net_arch": list(preset.net_arch),
-    }
-    kwargs: dict[str, Any] = dict(preset.hyperparameters)
-    if preset.algorithm == "ddqn":
-        kwargs["replay_buffer_class"] = CompactReplayBuffer
+    kwargs = _algorithm_kwargs(preset)
     cls = _CLASSES[preset.algorithm]
-    model = cls(
-        "MultiInputPolicy",
-        env,
-        policy_kwargs=policy_kwargs,
-        seed=seed,
-        device=device,
-        verbose=0,
-        **kwargs,
-    )
-    return model
+    try:
+        return cls(
+            "MultiInputPolicy", env, policy_kwargs=_policy_kwargs(preset), seed=seed,
+            device=device, verbose=0, **kwargs,
+        )  # fmt: skip
+    except (TypeError, AssertionError) as exc:
+        raise ValueError(f"{preset.algorithm} rejects the preset's hyperparameters: {exc}") from exc
 
 
+# ----------------------------------------------------------------------------- spaces as JSON
+def _bound(values: np.ndarray) -> Any:
+    flat = values.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return float(flat[0])
+    return values.tolist()
+
+
+def _space_to_json(space: spaces.Space[Any]) -> dict[str, Any]:
+    if isinstance(space, spaces.Dict):
+        return {"type": "dict", "spaces": {k: _space_to_json(v) for k, v in space.spaces.items()}}
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "box", "shape": list(space.shape), "dtype": str(space.dtype),
+            "low": _bound(space.low), "high": _bound(space.high),
+        }  # fmt: skip
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "multi_binary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n), "start": int(space.start)}
+    raise TypeError(f"cannot store observation/action space {space}")
+
+
+def _space_from_json(doc: Any) -> spaces.Space[Any]:
+    kind = doc.get("type") if isinstance(doc, Mapping) else None
+    if kind == "dict":
+        return spaces.Dict({str(k): _space_from_json(v) for k, v in doc["spaces"].items()})
+    if kind == "box":
+        dtype = np.dtype(doc["dtype"])
+        if dtype.kind not in "fiub":
+            raise ValueError(f"invalid Box dtype {dtype}")
+        shape = tuple(int(n) for n in doc["shape"])
+        # A uniform bound is stored as one number; Box broadcasts a scalar, not a 0-d array.
+        low = np.full(shape, doc["low"], dtype=dtype)
+        high = np.full(shape, doc["high"], dtype=dtype)
+        return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+    if kind == "multi_binary":
+        n = doc["n"]
+        return spaces.MultiBinary(int(n) if isinstance(n, int) else [int(x) for x in n])
+    if kind == "discrete":
+        return spaces.Discrete(int(doc["n"]), start=int(doc.get("start", 0)))
+    raise ValueError(f"invalid space description {doc!r}")
+
+
+# ----------------------------------------------------------------------------- files
 def save_agent(model: BaseAlgorithm, path: str | Path, info: Mapping[str, Any]) -> None:
-    """Save ``model`` atomically, with ``info`` (preset, timesteps, ...) inside the zip."""
-    setattr(model, _META, {"schema": CHECKPOINT_SCHEMA, **info})
+    """Save ``model`` atomically, with ``info`` (preset, timesteps, ...) inside the zip.
+
+    The zip also records the model's spaces and step counters as JSON, which is all
+    :func:`load_agent` reads besides the weights.
+    """
+    state = {}
+    for name in _STATE:
+        value = getattr(model, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            state[name] = value
+    meta = {
+        "schema": CHECKPOINT_SCHEMA,
+        **info,
+        "n_envs": int(model.n_envs),
+        "observation_space": _space_to_json(model.observation_space),
+        "action_space": _space_to_json(model.action_space),
+        "state": state,
+    }
+    json.dumps(meta)  # refuse anything SB3 would have to pickle
+    setattr(model, _META, meta)
     with atomic_path(path) as tmp:
         model.save(tmp)
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            raw = archive.read("data")
+        data = json.loads(raw.decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable SB3 checkpoint: {exc}") from exc
+    info = data.get(_META) if isinstance(data, dict) else None
+    if isinstance(info, dict) and ":serialized:" in info:
+        raise UnsafeAgentFileError(
+            f"{path}: its {_META} entry is pickled; reading it would run code from the file"
+        )
+    if not isinstance(info, dict) or info.get("schema") != CHECKPOINT_SCHEMA:
+        found = info.get("schema") if isinstance(info, dict) else None
+        hint = (
+            " (written by an older activemri that stored pickled settings; retrain it)"
+            if found == "activemri.agent/1"
+            else ""
+        )
+        raise ValueError(f"{path} is not an activemri agent checkpoint ({CHECKPOINT_SCHEMA}){hint}")
+    return info
+
+
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """The ``activemri_agent`` facts of a checkpoint, without building the model.
+    """The ``activemri_agent`` facts of a checkpoint, read as JSON (nothing unpickled).
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If it is not an activemri agent checkpoint.
+        UnsafeAgentFileError: If the facts are stored pickled.
+        ValueError: If it is not an activemri agent checkpoint, or its preset is invalid.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"agent checkpoint {path} not found")
+    info = _read_meta(path)
     try:
-        data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable SB3 checkpoint: {exc}") from exc
-    info = (data or {}).get(_META)
-    if not isinstance(info, dict) or info.get("schema") != CHECKPOINT_SCHEMA:
-        raise ValueError(f"{path} is not an activemri agent checkpoint ({CHECKPOINT_SCHEMA})")
+        AgentPreset.from_dict(info["preset"])
+        for key in ("observation_space", "action_space"):
+            _space_from_json(info[key])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid activemri agent facts: {exc}") from exc
     return info
+
+
+def check_stored_env(info: Mapping[str, Any], trust_class_path: bool = False) -> None:
+    """Refuse module names in a checkpoint's env settings unless the caller trusts the file.
+
+    ``gymnasium.make("pkg.mod:Env-v0")`` imports ``pkg.mod``, and a reconstructor
+    ``module:Class`` or ``trust_class_path: true`` imports the named module: running its
+    code. Built-in names, registered env ids and paths of files are fine.
+
+    Raises:
+        UnsafeAgentFileError: For a stored module name without ``trust_class_path``.
+    """
+    if trust_class_path:
+        return
+    from activemri.recon_models.registry import BUILTIN
+
+    preset = info["preset"]
+    env, overrides = str(preset.get("env", "")), dict(preset.get("env_overrides") or {})
+    named: list[str] = []
+    if ":" in env:
+        named.append(f"env {env!r}")
+    recon = overrides.get("reconstructor")
+    if isinstance(recon, str) and ":" in recon and recon not in BUILTIN:
+        named.append(f"reconstructor {recon!r}")
+    if overrides.get("trust_class_path"):
+        named.append("trust_class_path: true")
+    if named:
+        raise UnsafeAgentFileError(
+            f"the agent checkpoint names {', '.join(named)}; importing it would run that "
+            "module's code. Pass --trust-class-path (trust_class_path=True) for a file you trust"
+        )
+
+
+def _fresh_model(
+    preset: AgentPreset, info: Mapping[str, Any], env: VecEnv | None, device: str
+) -> BaseAlgorithm:
+    obs_space = _space_from_json(info["observation_space"])
+    act_space = _space_from_json(info["action_space"])
+    steps = int(info.get("state", {}).get("num_timesteps", 0))
+    if env is not None:
+        # A resumed run draws new random numbers, deterministically per seed and step.
+        model = build_model(preset, env, device, int(info.get("seed", 0)) + steps)
+        if model.observation_space != obs_space or model.action_space != act_space:
+            raise ValueError(
+                "the env's observation/action spaces differ from the checkpoint's: "
+                f"{model.observation_space} / {model.action_space} vs {obs_space} / {act_space}"
+            )
+        return model
+    cls = _CLASSES[preset.algorithm]
+    kwargs = {**_algorithm_kwargs(preset), "_init_setup_model": False}
+    model = cls(
+        "MultiInputPolicy", None, policy_kwargs=_policy_kwargs(preset), device=device,
+        verbose=0, **kwargs,
+    )  # fmt: skip
+    model.observation_space, model.action_space = obs_space, act_space
+    model.n_envs = int(info.get("n_envs", 1))
+    model._setup_model()
+    return model
 
 
 def load_agent(
     path: str | Path, env: VecEnv | None = None, device: str = "auto"
 ) -> tuple[BaseAlgorithm, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_agent`.
+    """Load a checkpoint written by :func:`save_agent`, without unpickling anything.
 
     Args:
         path: The checkpoint zip.
@@ -114,10 +319,26 @@ def load_agent(
 
     Returns:
         The model and its ``activemri_agent`` facts.
+
+    Raises:
+        FileNotFoundError: If ``path`` does not exist.
+        UnsafeAgentFileError: If reading it would need code execution.
+        ValueError: If it is not an activemri checkpoint or its weights do not fit.
     """
+    path = Path(path)
     info = checkpoint_info(path)
     preset = AgentPreset.from_dict(info["preset"])
-    model = _CLASSES[preset.algorithm].load(path, env=env, device=device)
+    model = _fresh_model(preset, info, env, device)
+    try:
+        _, params, variables = load_from_zip_file(path, load_data=False, device=model.device)
+        if variables:
+            raise ValueError(f"unexpected PyTorch variables {sorted(variables)}")
+        model.set_parameters(params, exact_match=True, device=model.device)
+    except Exception as exc:  # torch's weights-only unpickler raises several types
+        raise ValueError(f"{path}: cannot load the agent's weights: {exc}") from exc
+    for name, value in dict(info.get("state") or {}).items():
+        if name in _STATE and isinstance(value, (int, float)) and math.isfinite(value):
+            setattr(model, name, value)
     return model, info
 
 

@@ -2,8 +2,12 @@
 
 :func:`train_agent` (``activemri agent train``) writes into one output folder:
 
-- ``checkpoint.zip`` (+ ``replay_buffer.pkl`` for Double DQN): the latest resumable state,
-  written atomically every ``checkpoint_every`` env steps and at the end;
+- ``checkpoint.zip`` (+ ``replay-STEP.pt`` for Double DQN): the latest resumable state,
+  written atomically every ``checkpoint_every`` env steps and at the end. The replay memory
+  is written first, under a name holding its step, and the checkpoint names the file it
+  belongs to; older replay files are removed only after the checkpoint is in place, so a run
+  killed at any moment resumes with a matching pair. Nothing is pickled: the replay memory
+  is tensors read back with ``torch.load(weights_only=True)``;
 - ``agent.zip``: the agent at the end of training (what ``activemri evaluate`` plays);
 - ``best.zip``: the agent with the best periodic-evaluation SSIM AUC so far;
 - ``progress.csv`` (SB3's logger; ``progress-resumed-N.csv`` after a resume at step N) and,
@@ -12,8 +16,10 @@
 
 A resumed run continues the step count, schedules (exploration, learning rate) and replay
 memory of the checkpoint; episodes in flight at the interruption are restarted, so a resumed
-run is not bit-identical to an uninterrupted one. A time-limit stop happens inside an env
-step, before SB3 stores it: that one batched step is counted but not in the replay memory.
+run is not bit-identical to an uninterrupted one. It must use the same preset and seed, except
+for what does not change what is learned (``total_steps``, ``checkpoint_every``, ``eval``).
+A time-limit stop happens inside an env step, before SB3 stores it: that one batched step is
+counted but not in the replay memory.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,24 +42,38 @@ from stable_baselines3.common.logger import CSVOutputFormat, KVWriter, Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+from tqdm import tqdm
 
 import activemri
 from activemri._io import atomic_path, atomic_write_text
+from activemri.agents.buffer import CompactReplayBuffer
 from activemri.agents.preset import AgentPreset
-from activemri.agents.sb3_agent import AgentPolicy, build_model, load_agent, save_agent
+from activemri.agents.sb3_agent import (
+    AgentPolicy,
+    build_model,
+    check_hyperparameters,
+    checkpoint_info,
+    load_agent,
+    save_agent,
+)
 from activemri.envs.config import resolve_device
 from activemri.envs.sb3 import make_sb3_vec_env
 from activemri.envs.vector import ActiveMRIVectorEnv
 
-__all__ = ["ScaledReward", "TrainResult", "evaluate_policy_auc", "train_agent"]
+__all__ = [
+    "ScaledReward",
+    "TrainResult",
+    "evaluate_policy_auc",
+    "load_replay",
+    "replay_name",
+    "require_tensorboard",
+    "train_agent",
+]
 
-CHECKPOINT, REPLAY, FINAL, BEST, EVAL_CSV = (
-    "checkpoint.zip",
-    "replay_buffer.pkl",
-    "agent.zip",
-    "best.zip",
-    "eval.csv",
-)
+CHECKPOINT, FINAL, BEST, EVAL_CSV = ("checkpoint.zip", "agent.zip", "best.zip", "eval.csv")
+_LEGACY_REPLAY = "replay_buffer.pkl"
+# Preset fields a resumed run may change: they decide when to stop, save and evaluate only.
+_RESUMABLE_CHANGES = ("total_steps", "checkpoint_every", "eval")
 _EVAL_FIELDS = ("step", "wall_seconds", "ssim_auc", "final_ssim", "slices")
 
 
@@ -80,6 +99,50 @@ class TrainResult:
     def final(self) -> Path:
         """Path of ``agent.zip``."""
         return self.out / FINAL
+
+
+def replay_name(steps: int) -> str:
+    """File name of the replay memory saved with the checkpoint at ``steps``."""
+    return f"replay-{steps}.pt"
+
+
+def load_replay(out: Path, info: dict[str, Any], buffer: CompactReplayBuffer) -> None:
+    """Fill ``buffer`` with the replay memory the checkpoint ``info`` names (no unpickling).
+
+    Raises:
+        FileNotFoundError: If the named file is missing.
+        ValueError: If it does not match the checkpoint or the buffer, or needs code to load.
+    """
+    record = info.get("replay")
+    if (out / _LEGACY_REPLAY).exists() and not isinstance(record, dict):
+        raise ValueError(
+            f"{out / _LEGACY_REPLAY} is a pickle from an older activemri; it is not loaded "
+            "(unpickling can run code). Start the run again in a new folder"
+        )
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+        raise ValueError(f"{out / CHECKPOINT} names no replay memory; cannot resume it")
+    name = record["file"]
+    steps = info.get("num_timesteps")
+    if name != replay_name(int(steps or 0)) or Path(name).name != name:
+        raise ValueError(f"{out / CHECKPOINT} names replay memory {name!r} for step {steps}")
+    path = out / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; cannot resume the replay memory")
+    if path.stat().st_size != record.get("bytes"):
+        raise ValueError(f"{path} is not the replay memory {out / CHECKPOINT} was saved with")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # the weights-only unpickler raises several types
+        raise ValueError(f"{path} is not a readable replay memory: {exc}") from exc
+    try:
+        buffer.load_state_dict(state)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def _comparable(preset: AgentPreset) -> AgentPreset:
+    defaults = AgentPreset.from_dict({"algorithm": preset.algorithm})
+    return preset.replace(source=None, **{k: getattr(defaults, k) for k in _RESUMABLE_CHANGES})
 
 
 def evaluate_policy_auc(policy: AgentPolicy, venv: ActiveMRIVectorEnv) -> tuple[float, float]:
@@ -163,6 +226,7 @@ class _Trainer:
         self.next_checkpoint = preset.checkpoint_every
         self.next_eval = preset.eval.every or None
         self.stopped_early = False
+        self.bar: tqdm[Any] | None = None
 
     # ----------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
@@ -183,10 +247,19 @@ class _Trainer:
     def checkpoint(self, steps: int) -> None:
         model = self.model
         assert model is not None
+        info = self.info(steps)
+        replay = None
         if isinstance(model, OffPolicyAlgorithm):
-            with atomic_path(self.out / REPLAY) as tmp, open(tmp, "wb") as f:
-                pickle.dump(model.replay_buffer, f, protocol=pickle.HIGHEST_PROTOCOL)
-        save_agent(model, self.out / CHECKPOINT, self.info(steps))
+            buffer = model.replay_buffer
+            assert isinstance(buffer, CompactReplayBuffer)
+            replay = replay_name(steps)
+            with atomic_path(self.out / replay) as tmp:
+                torch.save(buffer.state_dict(), tmp)
+            info["replay"] = {"file": replay, "bytes": (self.out / replay).stat().st_size}
+        save_agent(model, self.out / CHECKPOINT, info)
+        for old in self.out.glob("replay-*.pt"):
+            if old.name != replay:
+                old.unlink(missing_ok=True)
         self.log(f"step {steps}: checkpoint saved ({self.wall():.0f} s)")
 
     def evaluate(self, steps: int) -> None:
@@ -230,6 +303,8 @@ class _Trainer:
             self.next_checkpoint = (steps // every + 1) * every
 
     def on_step(self, steps: int) -> bool:
+        if self.bar is not None:
+            self.bar.update(steps - self.bar.n)
         if self.next_eval is not None and steps >= self.next_eval:
             self.evaluate(steps)
             self.next_eval = (steps // self.preset.eval.every + 1) * self.preset.eval.every
@@ -244,16 +319,46 @@ def _logger(out: Path, steps: int, tensorboard: bool) -> Logger:
     name = "progress.csv" if steps == 0 else f"progress-resumed-{steps}.csv"
     formats: list[KVWriter] = [CSVOutputFormat(str(out / name))]
     if tensorboard:
-        try:
-            from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
 
-            formats.append(TensorBoardOutputFormat(str(out / "tensorboard")))
-        except (ImportError, AssertionError) as exc:
-            raise RuntimeError(
-                "TensorBoard logging needs the tensorboard package: "
-                "pip install 'activemri[tensorboard]'"
-            ) from exc
+        formats.append(TensorBoardOutputFormat(str(out / "tensorboard")))
     return Logger(str(out), formats)
+
+
+def require_tensorboard() -> None:
+    """Raise ``RuntimeError`` (naming the extra to install) if TensorBoard is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        raise RuntimeError(
+            "TensorBoard logging needs the tensorboard package: "
+            "pip install 'activemri[tensorboard]'"
+        )
+
+
+def _start(trainer: _Trainer, env: VecEnv, resume: bool) -> int:
+    """Build the model, or load it (and its replay memory) to resume; returns the step."""
+    preset, out = trainer.preset, trainer.out
+    if not resume:
+        trainer.model = build_model(preset, env, trainer.device, trainer.seed)
+        return 0
+    model, info = load_agent(out / CHECKPOINT, env=env, device=trainer.device)
+    if isinstance(model, OffPolicyAlgorithm):
+        assert isinstance(model.replay_buffer, CompactReplayBuffer)
+        load_replay(out, info, model.replay_buffer)
+    trainer.model = model
+    steps = int(model.num_timesteps)
+    trainer.previous_seconds = float(info.get("wall_seconds", 0.0))
+    if (out / EVAL_CSV).exists():
+        with open(out / EVAL_CSV, newline="") as f:
+            trainer.evaluations = [
+                {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)
+            ]
+    every = preset.eval.every
+    trainer.next_eval = (steps // every + 1) * every if every else None
+    trainer.next_checkpoint = (steps // preset.checkpoint_every + 1) * preset.checkpoint_every
+    trainer.log(f"resuming {out} at step {steps}")
+    return steps
 
 
 def train_agent(
@@ -267,6 +372,7 @@ def train_agent(
     tensorboard: bool = False,
     time_limit: float | None = None,
     log: Callable[[str], None] | None = print,
+    progress: bool = False,
 ) -> TrainResult:
     """Train (or resume training) an agent; see the module docstring for the files.
 
@@ -281,6 +387,7 @@ def train_agent(
         tensorboard: Also write TensorBoard event files (needs ``tensorboard``).
         time_limit: Stop (and checkpoint) after this many seconds of training wall time.
         log: Progress lines (``None``: silent).
+        progress: Show a tqdm progress bar of the env steps (log lines print above it).
 
     Returns:
         The run's :class:`TrainResult`.
@@ -288,10 +395,13 @@ def train_agent(
     Raises:
         FileExistsError: If ``out`` already holds a run and ``resume`` is off.
         FileNotFoundError: If ``resume`` is on but there is no checkpoint.
-        ValueError: If the checkpoint was trained from another preset or seed.
+        ValueError: If the checkpoint was trained from another preset or seed, or the
+            preset is invalid (checked before anything is trained or written).
+        RuntimeError: If ``tensorboard`` is on but the package is missing.
     """
     out = Path(out)
-    say = log or (lambda _: None)
+    if tensorboard:
+        require_tensorboard()
     total = int(preset.total_steps if total_steps is None else total_steps)
     if total < 1:
         raise ValueError(f"total_steps must be >= 1, got {total}")
@@ -301,48 +411,46 @@ def train_agent(
         raise FileExistsError(f"{out} already holds a training run; pass resume=True (--resume)")
     if resume and not (out / CHECKPOINT).exists():
         raise FileNotFoundError(f"no checkpoint to resume in {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    trainer = _Trainer(preset, out, dev, seed, time_limit, say)
-    env: VecEnv = make_sb3_vec_env(
-        preset.env,
-        n_envs=preset.n_envs,
-        seed=seed,
-        observation_keys=preset.observation,
-        **{**preset.env_overrides, "device": dev},
-    )
-    if preset.reward_scale != 1.0:
-        env = ScaledReward(env, preset.reward_scale)
-    steps = 0
     if resume:
-        model, info = load_agent(out / CHECKPOINT, env=env, device=dev)
-        saved = AgentPreset.from_dict(info["preset"])
-        if saved.replace(source=None) != preset.replace(source=None) or info["seed"] != seed:
+        saved = checkpoint_info(out / CHECKPOINT)
+        if _comparable(AgentPreset.from_dict(saved["preset"])) != _comparable(preset) or (
+            saved["seed"] != seed
+        ):
             raise ValueError(f"{out} was trained with another preset or seed; not resuming")
-        if isinstance(model, OffPolicyAlgorithm):
-            if not (out / REPLAY).exists():
-                raise FileNotFoundError(f"{out / REPLAY} is missing; cannot resume replay memory")
-            with open(out / REPLAY, "rb") as f:
-                model.replay_buffer = pickle.load(f)
-        steps = int(model.num_timesteps)
-        trainer.previous_seconds = float(info.get("wall_seconds", 0.0))
-        if (out / EVAL_CSV).exists():
-            with open(out / EVAL_CSV, newline="") as f:
-                trainer.evaluations = [
-                    {k: float(v) for k, v in row.items()} for row in csv.DictReader(f)
-                ]
-        every = preset.eval.every
-        trainer.next_eval = (steps // every + 1) * every if every else None
-        trainer.next_checkpoint = (steps // preset.checkpoint_every + 1) * preset.checkpoint_every
-        say(f"resuming {out} at step {steps}")
-    else:
-        model = build_model(preset, env, dev, seed)
-    trainer.model = model
-    model.set_logger(_logger(out, steps, tensorboard))
-    say(
-        f"training {preset.algorithm} on {preset.env} ({dev}, seed {seed}): "
-        f"{total - steps} of {total} steps to go"
+    say: Callable[[str], None] = (
+        (lambda _: None) if log is None else (tqdm.write if progress and log is print else log)
     )
+    check_hyperparameters(preset)
+    trainer = _Trainer(preset, out, dev, seed, time_limit, say)
+    env: VecEnv | None = None
     try:
+        # The held-out env first: a bad eval split or slice count fails before any training.
+        if preset.eval.every:
+            try:
+                trainer.eval_env = _eval_env(preset, dev)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"the preset's eval settings {preset.eval}: {exc}") from exc
+        env = make_sb3_vec_env(
+            preset.env,
+            n_envs=preset.n_envs,
+            seed=seed,
+            observation_keys=preset.observation,
+            **{**preset.env_overrides, "device": dev},
+        )
+        if preset.reward_scale != 1.0:
+            env = ScaledReward(env, preset.reward_scale)
+        out.mkdir(parents=True, exist_ok=True)
+        steps = _start(trainer, env, resume)
+        model = trainer.model
+        assert model is not None
+        model.set_logger(_logger(out, steps, tensorboard))
+        say(
+            f"training {preset.algorithm} on {preset.env} ({dev}, seed {seed}): "
+            f"{total - steps} of {total} steps to go"
+        )
+        trainer.bar = tqdm(
+            total=total, initial=steps, unit="step", desc=preset.algorithm, disable=not progress
+        )
         if steps < total:
             model.learn(
                 total - steps,
@@ -358,7 +466,10 @@ def train_agent(
         trainer.checkpoint(steps)  # the last rollout was learned from after its rollout start
         save_agent(model, out / FINAL, trainer.info(steps))
     finally:
-        env.close()
+        if trainer.bar is not None:
+            trainer.bar.close()
+        if env is not None:
+            env.close()
         if trainer.eval_env is not None:
             trainer.eval_env.close()
     summary = {**trainer.info(steps), "stopped_early": trainer.stopped_early}

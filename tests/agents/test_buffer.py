@@ -139,15 +139,15 @@ def test_refuses_what_it_cannot_store() -> None:
         buffer.add(obs, nxt, actions, np.zeros(1), np.ones(1), [{"TimeLimit.truncated": True}])
 
 
-def test_pickles_only_written_rows_and_restores_full_capacity() -> None:
-    import pickle
-
+def test_state_dict_keeps_only_written_rows_and_restores_full_capacity(tmp_path) -> None:
     space = _space(6, 10)
     buffer = CompactReplayBuffer(2 * 1000, space, spaces.Discrete(10), "cpu", n_envs=2)
     _fill(buffer, _FakeEpisodes(2, lines=10, length=3, seed=3), 10)
-    blob = pickle.dumps(buffer)
-    assert len(blob) < buffer.nbytes() / 20  # 11 of 1000 rows
-    restored = pickle.loads(blob)
+    path = tmp_path / "replay.pt"
+    torch.save(buffer.state_dict(), path)
+    assert path.stat().st_size < buffer.nbytes() / 20  # 11 of 1000 rows
+    restored = CompactReplayBuffer(2 * 1000, space, spaces.Discrete(10), "cpu", n_envs=2)
+    restored.load_state_dict(torch.load(path, weights_only=True))
     assert restored.nbytes() == buffer.nbytes() and restored.pos == buffer.pos == 10
     for name in ("actions", "rewards", "dones"):
         np.testing.assert_array_equal(getattr(restored, name), getattr(buffer, name))
@@ -157,3 +157,20 @@ def test_pickles_only_written_rows_and_restores_full_capacity() -> None:
     np.testing.assert_array_equal(restored.masks["mask"], buffer.masks["mask"])
     _fill(restored, _FakeEpisodes(2, lines=10, length=3, seed=4), 5)  # still writable
     assert restored.pos == 15
+
+
+def test_load_state_dict_refuses_another_layout() -> None:
+    buffer = CompactReplayBuffer(40, _space(6, 10), spaces.Discrete(10), "cpu", n_envs=2)
+    _fill(buffer, _FakeEpisodes(2, lines=10, length=3, seed=3), 5)
+    state = buffer.state_dict()
+    other = CompactReplayBuffer(60, _space(6, 10), spaces.Discrete(10), "cpu", n_envs=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        other.load_state_dict(state)
+    wider = CompactReplayBuffer(40, _space(8, 10), spaces.Discrete(10), "cpu", n_envs=2)
+    with pytest.raises(ValueError, match="images/reconstruction"):
+        wider.load_state_dict(state)
+    with pytest.raises(ValueError, match="not an activemri replay memory"):
+        buffer.load_state_dict({"format": "something else"})
+    bad = {**state, "pos": 99}
+    with pytest.raises(ValueError, match="write position"):
+        buffer.load_state_dict(bad)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +136,8 @@ def test_training_is_deterministic_per_seed(
     assert len(scores("a")) >= 3 and scores("a") == scores("b")
     for name in ("checkpoint.zip", "agent.zip", "best.zip", "progress.csv", "training.json"):
         assert (tmp_path / "a" / name).is_file()
-    assert (tmp_path / "a" / "replay_buffer.pkl").is_file() == (algorithm == "ddqn")
+    replays = [p.name for p in (tmp_path / "a").glob("replay-*.pt")]
+    assert replays == ([f"replay-{first.steps}.pt"] if algorithm == "ddqn" else [])
     info = checkpoint_info(tmp_path / "a" / "agent.zip")
     assert info["preset"]["algorithm"] == algorithm and info["num_timesteps"] == first.steps
 
@@ -158,9 +158,9 @@ def test_resume_continues_the_run_and_refuses_mismatches(tiny_data: Path, tmp_pa
     assert done.steps == 48
     model, info = load_agent(out / "agent.zip", device="cpu")
     assert model.num_timesteps == 48 and info["num_timesteps"] == 48
-    with open(out / "replay_buffer.pkl", "rb") as f:
-        memory = pickle.load(f)
-    assert memory.pos == 24  # 48 steps of 2 envs: the first run's memory was kept
+    memory = torch.load(out / "replay-48.pt", weights_only=True)
+    assert memory["pos"] == 24  # 48 steps of 2 envs: the first run's memory was kept
+    assert sorted(p.name for p in out.glob("replay-*.pt")) == ["replay-48.pt"]
     steps = [int(r.split(",")[0]) for r in (out / "eval.csv").read_text().splitlines()[1:]]
     assert steps == [24, 48]
     assert (out / "progress-resumed-24.csv").is_file()
