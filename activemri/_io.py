@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "read_yaml"]
 
 
 def _umask_mode() -> int:
@@ -68,3 +68,24 @@ def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> None:
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file with ``yaml.safe_load`` (no tags that construct Python objects).
+
+    Raises:
+        ValueError: Naming the file and the line, for malformed YAML or a tag such as
+            ``!!python/object`` that would construct a Python object.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}" if mark is None else f"{path}:{mark.line + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(
+            f"{where}: not valid YAML for activemri ({' '.join(problem.split())})"
+        ) from exc

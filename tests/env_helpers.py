@@ -44,6 +44,24 @@ class BlurredZeroFilled(Reconstructor):
 CUSTOM = "env_helpers:BlurredZeroFilled"
 
 
+class SingleCoilOnly(BlurredZeroFilled):
+    """A user model that declares it cannot take multi-coil k-space."""
+
+    supports_multicoil = False
+
+
+class NaNRecon(Reconstructor):
+    """A broken user model: NaN images."""
+
+    def forward(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> ReconOutput:
+        b = kspace.shape[0]
+        return ReconOutput(torch.full((b, *self.recon_size), float("nan"), device=kspace.device))
+
+
+SINGLE_COIL_ONLY = "env_helpers:SingleCoilOnly"
+NAN_RECON = "env_helpers:NaNRecon"
+
+
 def tiny_config(data, **overrides: Any) -> dict[str, Any]:
     """Env overrides for tiny data: zero-filled, 4 central lines, 6 steps, CPU."""
     config: dict[str, Any] = {

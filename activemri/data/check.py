@@ -9,7 +9,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from activemri.data.dataset import InvalidVolumeError, VolumeInfo, inspect_volume
+from activemri.data.dataset import (
+    MAX_MAGNITUDE,
+    InvalidVolumeError,
+    VolumeInfo,
+    _positive_or_none,
+    inspect_volume,
+    slice_problem,
+)
 
 __all__ = ["FolderReport", "check_folder"]
 
@@ -85,30 +92,31 @@ class FolderReport:
 
 
 def _scan(info: VolumeInfo, report: FolderReport) -> None:
-    """Read every slice of a volume and record non-finite or unreadable ones."""
+    """Read every slice of a volume and record the ones the dataset would refuse."""
     try:
         with h5py.File(info.path, "r") as hf:
             target_max = -np.inf
             for s in range(info.num_slices):
-                if not np.isfinite(hf["kspace"][s]).all():
-                    report.errors.append((info.path, f"slice {s}: 'kspace' has NaN or inf"))
+                # As the dataset reads them, so both judge the same values.
+                kspace = np.asarray(hf["kspace"][s], dtype=np.complex64)
+                target = None
                 if info.target_key is not None:
-                    target = hf[info.target_key][s]
-                    if not np.isfinite(target).all():
-                        msg = f"slice {s}: {info.target_key!r} has NaN or inf"
-                        report.errors.append((info.path, msg))
-                    else:
-                        target_max = max(target_max, float(target.max()))
+                    target = np.asarray(hf[info.target_key][s], dtype=np.float32)
+                problem = slice_problem(kspace, target, info.target_key)
+                if problem is not None:
+                    report.errors.append((info.path, f"slice {s}: {problem}"))
+                elif target is not None and target.size:
+                    target_max = max(target_max, float(target.max()))
     except Exception as exc:  # a truncated file can fail in the middle of its data
         report.errors.append((info.path, f"cannot read data ({type(exc).__name__}: {exc})"))
         return
-    stored = info.attrs.get("max")
+    stored = _positive_or_none(info.attrs.get("max"))  # unusable ones are warned about already
     if (
         stored is not None
         and np.isfinite(target_max)
-        and not np.isclose(float(stored), target_max, rtol=1e-3)
+        and not np.isclose(stored, target_max, rtol=1e-3)
     ):
-        msg = f"attribute max={float(stored):.6g} but the target maximum is {target_max:.6g}"
+        msg = f"attribute max={stored:.6g} but the target maximum is {target_max:.6g}"
         report.warnings.append((info.path, msg))
 
 
@@ -140,9 +148,10 @@ def check_folder(root: str | Path, scan: bool = True) -> FolderReport:
             stored = info.attrs.get("max")
             if stored is None:
                 report.warnings.append((path, "no 'max' attribute: metrics use the slice max"))
-            elif not (isinstance(stored, (int, float)) and np.isfinite(stored) and stored > 0):
+            elif _positive_or_none(stored) is None:
                 msg = (
-                    f"attribute max={stored!r} is not a positive number: metrics use the slice max"
+                    f"attribute max={stored!r} is not a positive number up to {MAX_MAGNITUDE:g}: "
+                    "metrics use the slice max"
                 )
                 report.warnings.append((path, msg))
         if scan:

@@ -17,8 +17,9 @@ Error policy:
   with a :class:`DataWarning` naming it and the reason, and recorded in
   :attr:`SliceDataset.skipped`. Construction fails only if no valid file remains or the
   skipped files exceed ``max_skipped_fraction`` of those found.
-- Slice contents are checked when read: a slice whose k-space or target holds NaN or inf, or
-  whose bytes cannot be read, raises :class:`CorruptSliceError` naming the file and slice.
+- Slice contents are checked when read: a slice whose k-space or target holds NaN or inf,
+  finite values too large for float32 arithmetic (above :data:`MAX_MAGNITUDE`), or whose
+  bytes cannot be read, raises :class:`CorruptSliceError` naming the file and slice.
   Data are never silently repaired; run ``activemri data check DIR`` to find such slices
   ahead of a long job.
 """
@@ -40,6 +41,7 @@ from activemri.data.header import HeaderError, KSpaceGeometry, parse_header
 from activemri.data.splits import DEFAULT_SPLIT_FRACTIONS, split_volumes
 
 __all__ = [
+    "MAX_MAGNITUDE",
     "CorruptSliceError",
     "DataWarning",
     "SliceBatch",
@@ -49,10 +51,17 @@ __all__ = [
     "VolumeInfo",
     "collate_slices",
     "inspect_volume",
+    "slice_problem",
 ]
 
 SINGLECOIL_TARGET = "reconstruction_esc"
 MULTICOIL_TARGET = "reconstruction_rss"
+
+MAX_MAGNITUDE = 1.0e9
+"""Largest k-space energy ``sqrt(sum |k|^2)`` of a slice, largest absolute target value, and
+largest ``max`` attribute that count as data. By Parseval the energy bounds every value of
+every zero-filled image of the slice, and float32 SSIM forms fourth powers of image values,
+which overflow (NaN metrics and observations) a little above 1e9. fastMRI data are below 1."""
 
 
 class DataWarning(UserWarning):
@@ -309,7 +318,56 @@ def _positive_or_none(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return number if np.isfinite(number) and number > 0 else None
+    return number if np.isfinite(number) and 0 < number <= MAX_MAGNITUDE else None
+
+
+def _kspace_energy(kspace: np.ndarray) -> float:
+    """``sqrt(sum |k|^2)`` of finite complex64 values, computed without float32 overflow.
+
+    Where the cheap bound ``peak * sqrt(size)`` is within :data:`MAX_MAGNITUDE`, that bound
+    is returned instead (all a caller comparing with the limit needs).
+    """
+    parts = np.ascontiguousarray(kspace).view(np.float32)
+    peak = float(np.abs(parts).max()) if parts.size else 0.0
+    if peak == 0.0 or peak * np.sqrt(parts.size) <= MAX_MAGNITUDE:
+        return peak * float(np.sqrt(parts.size))  # an upper bound, exact enough to pass
+    scaled = parts.astype(np.float64).ravel() / peak
+    return peak * float(np.sqrt(scaled @ scaled))
+
+
+def slice_problem(
+    kspace: np.ndarray, target: np.ndarray | None, target_key: str | None = None
+) -> str | None:
+    """Why a slice's values are not usable data, or ``None`` when they are.
+
+    Args:
+        kspace: Complex64 k-space of the slice (any shape).
+        target: Its float target, if any.
+        target_key: The target's dataset name, for the message.
+
+    Returns:
+        ``"k-space has NaN or inf values"``, a too-large-values message (see
+        :data:`MAX_MAGNITUDE`), the same for the target, or ``None``.
+    """
+    if not np.isfinite(kspace).all():
+        return "k-space has NaN or inf values"
+    energy = _kspace_energy(kspace)
+    if energy > MAX_MAGNITUDE:
+        return (
+            f"k-space energy {energy:.3g} exceeds {MAX_MAGNITUDE:g}: its images would "
+            "overflow float32 arithmetic"
+        )
+    if target is not None:
+        name = repr(target_key) if target_key else "target"
+        if not np.isfinite(target).all():
+            return f"target {name} has NaN or inf values"
+        peak = float(np.abs(target).max()) if target.size else 0.0
+        if peak > MAX_MAGNITUDE:
+            return (
+                f"target {name} reaches {peak:.3g}, above {MAX_MAGNITUDE:g}: its metrics "
+                "would overflow float32 arithmetic"
+            )
+    return None
 
 
 def _optional_int(value: Any) -> int | None:
@@ -392,6 +450,7 @@ class SliceDataset(Dataset[SliceSample]):
                 f"{self.skipped[0][0].name}: {self.skipped[0][1]}"
             )
 
+        found_widths = {v.kspace_shape[1] for v in valid}
         if split is not None:
             if split not in split_fractions:
                 raise ValueError(f"unknown split {split!r}; choose from {list(split_fractions)}")
@@ -416,7 +475,8 @@ class SliceDataset(Dataset[SliceSample]):
         if not valid:
             raise ValueError(
                 f"no volume in {root} matches split={split!r}, acquisitions={acquisitions}, "
-                f"anatomies={anatomies}, kspace_widths={kspace_widths}"
+                f"anatomies={anatomies}, kspace_widths={kspace_widths} (k-space widths found: "
+                f"{sorted(found_widths)})"
             )
         self.volumes: list[VolumeInfo] = valid
         self._index: list[tuple[int, int]] = [
@@ -468,10 +528,9 @@ class SliceDataset(Dataset[SliceSample]):
                 mask = np.asarray(hf["mask"][()]).astype(bool) if "mask" in hf else None
         except Exception as exc:  # any read failure of a damaged file
             raise CorruptSliceError(f"{where}: cannot read ({type(exc).__name__}: {exc})") from exc
-        if not np.isfinite(kspace).all():
-            raise CorruptSliceError(f"{where}: k-space has NaN or inf values")
-        if target is not None and not np.isfinite(target).all():
-            raise CorruptSliceError(f"{where}: target {info.target_key!r} has NaN or inf values")
+        problem = slice_problem(kspace, target, info.target_key)
+        if problem is not None:
+            raise CorruptSliceError(f"{where}: {problem}")
         kspace_t = torch.from_numpy(kspace)
         if kspace_t.ndim == 2:
             kspace_t = kspace_t.unsqueeze(0)

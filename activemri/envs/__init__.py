@@ -20,7 +20,8 @@ from activemri.envs.config import EnvConfig, load_env_config
 from activemri.envs.core import AcquisitionCore, EnvState, StepResult
 from activemri.envs.env import ActiveMRIEnv
 from activemri.envs.registration import ENV_IDS, register_envs
-from activemri.envs.scenario import SCENARIOS, Scenario, resolve_scenario
+from activemri.envs.scenario import SCENARIOS, BudgetError, Scenario, resolve_scenario
+from activemri.envs.simulator import NoReadableSliceError, ResetNeededError
 from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = [
@@ -29,8 +30,11 @@ __all__ = [
     "AcquisitionCore",
     "ActiveMRIEnv",
     "ActiveMRIVectorEnv",
+    "BudgetError",
     "EnvConfig",
     "EnvState",
+    "NoReadableSliceError",
+    "ResetNeededError",
     "Scenario",
     "StepResult",
     "load_env_config",

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from activemri._io import read_yaml
 from activemri.data import SliceDataset, ensure_builtin
 from activemri.envs.scenario import Scenario, resolve_scenario
 from activemri.recon_models.base import Reconstructor
@@ -49,6 +49,7 @@ __all__ = [
 BUILTIN_PREFIX = "builtin:"
 _SCENARIO_FIELDS = {f.name for f in fields(Scenario)}
 _ORDERS = ("shuffle", "sequential")
+_COILS = ("single", "multi")
 DEFAULT_CANDIDATE_CHUNK = {"cpu": 16, "cuda": 256}
 """Images per forward when scoring candidates, by device type (measured: the default U-Net
 on a 2-core CPU takes 25 ms per image at 8-16 images and 37 ms at 64)."""
@@ -73,6 +74,9 @@ class EnvConfig:
         split_seed: Seed of the split.
         acquisitions: Keep only these ``acquisition`` attributes (e.g. ``["CORPD_FBK"]``).
         kspace_width: Keep only volumes of this k-space width (fastMRI knee: 368 or 372).
+        coils: ``"single"`` or ``"multi"``: the kind of k-space the env is for; a file of the
+            other kind is an error at construction (naming it) rather than a silent
+            change of what the env simulates. ``None`` accepts either.
         max_slices: Keep a seeded random subset of at most this many of the split's slices
             (kept in dataset order), e.g. to evaluate or learn a mask on a sample. Subsets
             of one seed are nested: the first ``n`` of the same permutation.
@@ -112,6 +116,7 @@ class EnvConfig:
     split_seed: int = 0
     acquisitions: tuple[str, ...] | None = None
     kspace_width: int | None = None
+    coils: str | None = None
     max_slices: int | None = None
     subset_seed: int = 0
     reconstructor: str | Reconstructor = "zero_filled"
@@ -134,6 +139,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS} or None, got {self.order!r}")
+        if self.coils is not None and self.coils not in _COILS:
+            raise ValueError(f"coils must be one of {_COILS} or None, got {self.coils!r}")
         if self.candidate_chunk is not None and self.candidate_chunk < 1:
             raise ValueError(f"candidate_chunk must be >= 1, got {self.candidate_chunk}")
         if self.max_slices is not None and self.max_slices < 1:
@@ -173,7 +180,7 @@ def _read_preset(preset: str | Path) -> tuple[dict[str, Any], Path]:
             f"env preset {path} does not exist (presets live in {preset_dir()}; set "
             "ACTIVEMRI_ENV_PRESETS to use another folder)"
         )
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an env preset is a mapping of EnvConfig fields")
     return data, path
@@ -269,7 +276,8 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
         :class:`EnvDataWarning` says how many slices were left out).
 
     Raises:
-        ValueError: If no data is configured or the volumes have no targets.
+        ValueError: If no data is configured, the volumes have no targets, or a volume's coil
+            count contradicts ``config.coils``.
     """
     if config.data is None:
         raise ValueError(
@@ -295,6 +303,17 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
             f"the environment needs fully sampled targets; {len(missing)} volume(s) have none "
             f"(e.g. {missing[0]}): test-set files cannot be used"
         )
+    if config.coils is not None:
+        wrong = [v for v in dataset.volumes if (v.num_coils > 1) != (config.coils == "multi")]
+        if wrong:
+            names = ", ".join(f"{v.path.name} ({v.num_coils} coils)" for v in wrong[:3])
+            more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+            raise ValueError(
+                f"{config.id or 'this environment'} is a {config.coils}-coil environment but "
+                f"{len(wrong)} volume(s) in {root} are not: {names}{more} (use the "
+                f"{'single' if config.coils == 'multi' else 'multi'}-coil env, or coils=None "
+                "to accept either)"
+            )
     shapes = [
         (dataset.slice_shape(i), dataset.slice_meta(i).recon_size) for i in range(len(dataset))
     ]
@@ -317,17 +336,23 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
 
 
 def build_reconstructor_for_env(
-    config: EnvConfig, recon_size: tuple[int, int], device: torch.device
+    config: EnvConfig,
+    recon_size: tuple[int, int],
+    device: torch.device,
+    kspace_shape: tuple[int, int, int] | None = None,
 ) -> Reconstructor:
-    """The configured reconstructor, checked against the data's reconstruction size.
+    """The configured reconstructor, checked against the data's geometry.
 
     Args:
         config: The environment configuration (``reconstructor`` and its options).
         recon_size: ``(h, w)`` of the data's targets.
         device: Where checkpoints are loaded.
+        kspace_shape: ``(C, H, W)`` of the data's k-space, if known: then a single-coil
+            model on multi-coil data, or k-space smaller than the targets, is refused here
+            rather than at the first forward.
 
     Raises:
-        ValueError: For a trained model without a checkpoint, or a size mismatch.
+        ValueError: For a trained model without a checkpoint, or a size or coil mismatch.
     """
     spec = config.reconstructor
     if isinstance(spec, Reconstructor):
@@ -363,4 +388,16 @@ def build_reconstructor_for_env(
             f"the reconstructor outputs {tuple(model.recon_size)} images but the data's targets "
             f"are {tuple(recon_size)}"
         )
+    if kspace_shape is not None:
+        coils, height, width = kspace_shape
+        if coils > 1 and not model.supports_multicoil:
+            raise ValueError(
+                f"{type(model).__name__} handles single-coil data only, but the data have "
+                f"{coils} coils"
+            )
+        if height < recon_size[0] or width < recon_size[1]:
+            raise ValueError(
+                f"the data's {height}x{width} k-space is smaller than their "
+                f"{recon_size[0]}x{recon_size[1]} targets: images cannot be cropped to them"
+            )
     return model

@@ -228,7 +228,9 @@ class AcquisitionCore:
             else:
                 initial = zero_filled(observed, mask, self.recon_size)
             scale = initial.flatten(1).amax(dim=1).float()
-            scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+            # An overflowed (inf) scale would turn every observation into inf / inf = NaN.
+            usable = torch.isfinite(scale) & (scale > 0)
+            scale = torch.where(usable, scale, torch.ones_like(scale))
         state = EnvState(
             kspace=kspace,
             observed=observed,

@@ -12,7 +12,7 @@ import torch
 
 from activemri.envs.config import EnvConfig
 from activemri.envs.render import compose_frame, show_frame
-from activemri.envs.simulator import Simulator
+from activemri.envs.simulator import ResetNeededError, Simulator
 
 __all__ = ["ActiveMRIEnv", "host_info"]
 
@@ -51,8 +51,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     ## Action Space
     ``Discrete(W)``: the column to acquire. :meth:`action_masks` gives the lines that add
     information (measured and not yet acquired), the protocol of sb3-contrib's
-    ``MaskablePPO``. Any other in-range column is harmless: it changes nothing and costs the
-    step. A value outside ``[0, W)`` or a non-integer raises ``ValueError``.
+    ``MaskablePPO``. Any other in-range column (a *repeat*) changes nothing and costs the
+    step (see Rewards). A value outside ``[0, W)`` or a non-integer raises ``ValueError``.
 
     ## Observation Space
     A ``Dict``:
@@ -74,8 +74,15 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     ``score_t - score_{t-1}`` where the score is SSIM (default), PSNR, -NMSE or -MSE of the
     reconstruction against the target (fastMRI definitions, data range = volume maximum
     ``max`` of the file, else the target slice's maximum). A step that adds no line scores
-    ``-repeat_penalty`` (default 0). Rewards telescope: their sum is final - initial score
-    (minus ``repeat_penalty`` per step that added no line).
+    ``-repeat_penalty``. Rewards telescope: their sum is final - initial score (minus
+    ``repeat_penalty`` per step that added no line).
+
+    ``repeat_penalty`` is 0 in the ``-v0`` ids, so a repeat costs nothing but the line it
+    could have added: fine for agents that mask actions (``MaskablePPO``, the Double DQN of
+    :mod:`activemri.agents`), but plain PPO, A2C and DQN learn to repeat lines. For them use
+    ``ActiveMRI/BuiltinRepeatPenalty-v0`` (``repeat_penalty=0.01``) or pass ``repeat_penalty=``.
+    SB3's plain ``evaluate_policy`` does not apply action masks either: evaluate a
+    ``MaskablePPO`` with ``sb3_contrib.common.maskable.evaluation.evaluate_policy``.
 
     ## Starting State
     A slice from the configured split (shuffled each pass with the env's ``np_random`` for
@@ -85,10 +92,19 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
 
     ## Episode End
     ``terminated`` is ``True`` once the budget of steps is spent or every measured line is
-    acquired. ``truncated`` is always ``False``. ``info`` holds ``ssim``, ``psnr``, ``nmse``,
-    ``mse``, ``score``, ``data_range``, ``lines_acquired``, ``acceleration`` (measured lines
-    / acquired lines), ``steps``, ``budget``, ``repeated``, ``file``, ``slice`` and
-    ``pass_index`` (how many full passes over the data preceded this episode).
+    acquired; stepping again before :meth:`reset` raises
+    :class:`~activemri.envs.simulator.ResetNeededError` (Gymnasium's ``ResetNeeded``).
+    ``truncated`` is always ``False``. ``info`` holds ``ssim``, ``psnr``, ``nmse``, ``mse``,
+    ``score``, ``data_range``, ``lines_acquired``, ``acceleration`` (measured lines /
+    acquired lines), ``actual_acceleration`` (measured lines / lines at the end of the
+    budget: the acceleration the episode ends at if every step adds a line), ``steps``,
+    ``budget``, ``repeated``, ``file``, ``slice`` and ``pass_index`` (how many full passes
+    over the data preceded this episode).
+
+    A budget or acceleration that cannot be honoured on some slice (an acceleration whose
+    line count is not above the initial mask's, a budget above the measured lines left) is
+    a :class:`~activemri.envs.scenario.BudgetError` at construction, naming the files;
+    :attr:`actual_acceleration` says what a valid one amounts to on this data.
 
     ## Arguments
     ``preset``: an env preset name (``envs/NAME.yaml``), YAML path or mapping;
@@ -101,7 +117,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     ## Vectorized environment
     ``gymnasium.make_vec(id, num_envs=B)`` builds
     :class:`~activemri.envs.vector.ActiveMRIVectorEnv`, which steps all B episodes in one
-    batched forward (same-step autoreset) and also offers a torch-native API. For SB3 use
+    batched forward (same-step autoreset, or ``autoreset_mode=AutoresetMode.NEXT_STEP`` for
+    Gymnasium's vector observation wrappers) and also offers a torch-native API. For SB3 use
     :func:`~activemri.envs.sb3.make_sb3_vec_env`.
 
     ## Version History
@@ -124,11 +141,21 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         self.observation_space = self.sim.observation_space()  # type: ignore[assignment]
         self.action_space = gym.spaces.Discrete(self.sim.width)
         self._window: dict[str, Any] = {}
+        self._ended = False
 
     @property
     def core(self) -> Any:
         """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
         return self.sim.core
+
+    @property
+    def actual_acceleration(self) -> float:
+        """Measured lines / lines at the episode end, averaged over the env's slices.
+
+        See :attr:`~activemri.envs.simulator.Simulator.actual_acceleration`; per slice in
+        ``sim.actual_accelerations``, per episode in ``info["actual_acceleration"]``.
+        """
+        return self.sim.actual_acceleration
 
     def _obs(self) -> Obs:
         return {k: v[0].cpu().numpy() for k, v in self.sim.observation().items()}
@@ -148,7 +175,9 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         super().reset(seed=seed)
         if seed is not None or self.sim.state is None:
             self.sim.reseed(0, self.np_random)
+        self._ended = True  # until a reset succeeds
         self.sim.reset_slots([0])
+        self._ended = False
         return self._obs(), host_info(self.sim, self.sim.step_info(None), 0)
 
     def step(self, action: Any) -> tuple[Obs, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -161,19 +190,25 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
             ``(observation, reward, terminated, truncated, info)``.
 
         Raises:
+            ResetNeededError: Before the first :meth:`reset` or once the episode has ended.
             ValueError: For an out-of-range or non-integer action.
             FloatingPointError: If the reconstructor produced NaN/inf.
         """
+        self.sim.require_state()
+        if self._ended:
+            raise ResetNeededError("the episode has ended: call reset() before step()")
         arr = self.sim.check_actions(np.asarray(action).reshape(1))
         result = self.sim.step(torch.from_numpy(arr).to(self.sim.device))
         info = host_info(self.sim, self.sim.step_info(result), 0)
         reward = float(result.reward[0].item())
         if not np.isfinite(reward):
+            self._ended = True
             raise FloatingPointError(
                 f"non-finite reward {reward}: the reconstructor returned NaN/inf on "
                 f"{info['file']} slice {info['slice']}"
             )
         terminated = bool(result.terminated[0].item())
+        self._ended = terminated
         if self.render_mode == "human":
             self.render()
         return self._obs(), reward, terminated, False, info

@@ -8,6 +8,7 @@ __all__ = ["ENV_IDS", "register_envs"]
 
 ENV_IDS: dict[str, str] = {
     "ActiveMRI/Builtin-v0": "builtin-v0",
+    "ActiveMRI/BuiltinRepeatPenalty-v0": "builtin-repeat-penalty-v0",
     "ActiveMRI/BuiltinMultiCoil-v0": "builtin-multicoil-v0",
     "ActiveMRI/KneeSingleCoil-v0": "knee-singlecoil-v0",
     "ActiveMRI/KneeMultiCoil-v0": "knee-multicoil-v0",

@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
@@ -84,12 +85,18 @@ class ActiveMRISB3VecEnv(VecEnv):
             the batch by then; episodes terminate, so no target bootstraps from them).
 
     Raises:
-        ValueError: If ``observation_keys`` names an entry the env does not have.
+        ValueError: If ``observation_keys`` names an entry the env does not have, or the env
+            does not autoreset in the same step (SB3's convention).
     """
 
     def __init__(
         self, venv: ActiveMRIVectorEnv, observation_keys: Sequence[str] | None = None
     ) -> None:
+        if venv.autoreset_mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"SB3 resets finished episodes in the same step; this env autoresets "
+                f"{venv.autoreset_mode.name}: build it with the default SAME_STEP"
+            )
         self.venv = venv
         space = venv.single_observation_space
         assert isinstance(space, spaces.Dict)

@@ -7,6 +7,8 @@ acceleration). Named presets cover the settings of the active-acquisition litera
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -15,10 +17,22 @@ import numpy as np
 
 from activemri.masks import center_block
 
-__all__ = ["REWARD_METRICS", "SCENARIOS", "Scenario", "resolve_scenario"]
+__all__ = ["REWARD_METRICS", "SCENARIOS", "BudgetError", "Scenario", "resolve_scenario"]
 
 REWARD_METRICS = ("ssim", "psnr", "nmse", "mse")
 """Scores a reward can be the gain of; ``nmse`` and ``mse`` are negated so higher is better."""
+
+
+class BudgetError(ValueError):
+    """A scenario's budget or acceleration cannot be honoured on some data."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -28,6 +42,12 @@ class Scenario:
     Exactly one of ``initial_lines`` / ``center_fraction`` sets the central (ACS) block, and
     at most one of ``budget`` / ``acceleration`` sets the episode length (neither: until every
     measured line is acquired).
+
+    A length that cannot be honoured exactly on a slice is an error (:class:`BudgetError`,
+    raised when the env is built, naming the file), never clamped: an acceleration whose
+    line count is not above the initial mask's, or a budget larger than the measured lines
+    the initial mask leaves. An acceleration is rounded to whole lines per slice
+    (:meth:`end_lines`); the acceleration actually run is :meth:`actual_acceleration`.
 
     Attributes:
         initial_lines: Central phase-encode lines acquired at the start; the block starts at
@@ -40,7 +60,9 @@ class Scenario:
             ``round(measured / acceleration)`` acquired lines.
         reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`.
         repeat_penalty: Subtracted from the reward of a step that adds no line (a repeated or
-            non-measured line).
+            non-measured line); ``>= 0``. With 0 (the default of the ``-v0`` ids) a wasted
+            step costs nothing but the line it could have added, and agents that do not
+            mask actions (plain PPO, A2C, DQN) learn to repeat lines; see ``envs/README.md``.
     """
 
     initial_lines: int | None = None
@@ -54,6 +76,14 @@ class Scenario:
     def __post_init__(self) -> None:
         if (self.initial_lines is None) == (self.center_fraction is None):
             raise ValueError("a scenario sets exactly one of initial_lines and center_fraction")
+        for name in ("initial_lines", "extra_random_lines", "budget"):
+            value = getattr(self, name)
+            if value is not None and not _is_int(value):
+                raise ValueError(f"{name} must be a whole number of lines, got {value!r}")
+        for name in ("center_fraction", "acceleration", "repeat_penalty"):
+            value = getattr(self, name)
+            if value is not None and not (_is_real(value) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.initial_lines is not None and self.initial_lines < 0:
             raise ValueError(f"initial_lines must be >= 0, got {self.initial_lines}")
         if self.center_fraction is not None and not 0.0 <= self.center_fraction <= 1.0:
@@ -65,11 +95,15 @@ class Scenario:
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be >= 1, got {self.budget}")
         if self.acceleration is not None and self.acceleration < 1.0:
+            # Below 1 would mean more lines than were measured.
             raise ValueError(f"acceleration must be >= 1, got {self.acceleration}")
         if self.reward not in REWARD_METRICS:
             raise ValueError(f"reward must be one of {REWARD_METRICS}, got {self.reward!r}")
-        if not np.isfinite(self.repeat_penalty):
-            raise ValueError(f"repeat_penalty must be finite, got {self.repeat_penalty}")
+        if self.repeat_penalty < 0:
+            raise ValueError(
+                f"repeat_penalty must be >= 0 (a negative one rewards repeats), got "
+                f"{self.repeat_penalty}"
+            )
 
     def num_central(self, num_valid: int) -> int:
         """Size of the central block for ``num_valid`` measured lines."""
@@ -97,16 +131,74 @@ class Scenario:
             mask[rng.choice(free, size=take, replace=False)] = True
         return mask, n_central
 
-    def episode_budget(self, valid: np.ndarray, mask: np.ndarray) -> int:
-        """Steps of an episode starting from ``mask`` (at least 1 while a line is missing)."""
-        missing = int((valid & ~mask).sum())
+    def initial_count(self, valid: np.ndarray) -> int:
+        """Lines of the initial mask on a slice with measured columns ``valid`` (bool ``(W,)``).
+
+        The same for every draw of the extra random lines, so it is known from metadata.
+        """
+        mask, _ = self.initial_mask(valid, np.random.default_rng(0))
+        return int(mask.sum())
+
+    def end_lines(self, num_valid: int, num_initial: int) -> int:
+        """Lines acquired when an episode ends, if every step adds a line.
+
+        Args:
+            num_valid: Measured lines of the slice.
+            num_initial: Lines of the initial mask.
+
+        Returns:
+            ``num_initial + budget``; ``round(num_valid / acceleration)``; or ``num_valid``.
+
+        Raises:
+            BudgetError: If that leaves no step (an acceleration at or below the initial
+                mask's line count, or nothing left to acquire) or a budget larger than the
+                measured lines the initial mask leaves.
+        """
+        missing = num_valid - num_initial
+        if missing < 1:
+            raise BudgetError(
+                f"the initial mask acquires all {num_valid} measured lines: nothing is left "
+                "to choose"
+            )
         if self.budget is not None:
-            steps = self.budget
-        elif self.acceleration is not None:
-            steps = round(int(valid.sum()) / self.acceleration) - int(mask.sum())
-        else:
-            steps = missing
-        return max(1, min(steps, missing)) if missing else 0
+            if self.budget > missing:
+                raise BudgetError(
+                    f"budget {self.budget} exceeds the {missing} measured lines the initial "
+                    f"mask leaves ({num_valid} measured, {num_initial} initial)"
+                )
+            return num_initial + self.budget
+        if self.acceleration is not None:
+            end = round(num_valid / self.acceleration)
+            if end <= num_initial:
+                highest = num_valid / (num_initial + 1)
+                raise BudgetError(
+                    f"acceleration {self.acceleration:g} ends at round({num_valid} / "
+                    f"{self.acceleration:g}) = {end} lines, but the initial mask already has "
+                    f"{num_initial}: choose an acceleration of at most {highest:.3g} or fewer "
+                    "initial lines"
+                )
+            return end
+        return num_valid
+
+    def actual_acceleration(self, num_valid: int, num_initial: int) -> float:
+        """``num_valid / end_lines(...)``: the acceleration an episode actually ends at.
+
+        It differs from :attr:`acceleration` by the rounding to whole lines, and a ``budget``
+        gives different accelerations on slices with different measured widths.
+
+        Raises:
+            BudgetError: As :meth:`end_lines`.
+        """
+        return num_valid / self.end_lines(num_valid, num_initial)
+
+    def episode_budget(self, valid: np.ndarray, mask: np.ndarray) -> int:
+        """Steps of an episode starting from ``mask`` (at least 1).
+
+        Raises:
+            BudgetError: As :meth:`end_lines`.
+        """
+        initial = int((mask & valid).sum())
+        return self.end_lines(int(valid.sum()), initial) - initial
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -148,7 +240,9 @@ def resolve_scenario(spec: str | Mapping[str, Any] | Scenario, **overrides: Any)
             return _with(Scenario(**_check_fields(values)), overrides)
         return resolve_scenario(str(name), **{**values, **overrides})
     else:
-        raise TypeError(f"a scenario is a name, a mapping or a Scenario, got {type(spec)}")
+        raise ValueError(
+            f"a scenario is a name, a mapping or a Scenario, got {spec!r} ({type(spec).__name__})"
+        )
     return _with(base, overrides)
 
 

@@ -3,9 +3,10 @@
 The single env is a simulator with one slot and the vector env one with ``num_envs`` slots,
 so a vector env and B single envs seeded alike run exactly the same code per episode.
 Each slot owns a NumPy generator that chooses its slices and its random initial lines. A
-slice that cannot be read (damaged file, NaN values) is skipped with a
-:class:`~activemri.data.DataWarning` and recorded in :attr:`Simulator.bad_slices`; the
-episode starts on the next slice instead.
+slice that cannot be read (damaged file, NaN values, finite values too large for float32
+arithmetic) is skipped with a :class:`~activemri.data.DataWarning` and recorded in
+:attr:`Simulator.bad_slices`; the episode starts on the next slice instead. A slot left with
+no readable slice raises :class:`NoReadableSliceError`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 from activemri.data import CorruptSliceError, DataWarning, SliceDataset, SliceMeta, SliceSample
 from activemri.envs.config import (
@@ -30,14 +32,26 @@ from activemri.envs.config import (
     resolve_device,
 )
 from activemri.envs.core import AcquisitionCore, EnvState, StepResult, Timer, _no_timer
+from activemri.envs.scenario import BudgetError
 from activemri.recon_models.domain import guarded_domain_check
 
-__all__ = ["OBS_BOUND", "Episode", "Simulator"]
+__all__ = ["OBS_BOUND", "Episode", "NoReadableSliceError", "ResetNeededError", "Simulator"]
 
 OBS_BOUND = 1.0e4
 """Observations are clipped to ``[-OBS_BOUND, OBS_BOUND]`` (in units of the observation
 scale, so only a broken reconstructor reaches it); finite bounds keep Gymnasium's checker and
 observation-normalizing wrappers well defined."""
+
+
+class NoReadableSliceError(ValueError):
+    """An episode slot has no readable slice left to start an episode on."""
+
+
+class ResetNeededError(ResetNeeded, RuntimeError):
+    """``step()`` before the first ``reset()`` or after the episode ended.
+
+    Gymnasium's :class:`~gymnasium.error.ResetNeeded`, and a ``RuntimeError`` as before.
+    """
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Episode:
         pass_index: How many full passes over the slices this slot had made when it started.
         data_range: Data range used for SSIM/PSNR.
         valid_lines: Measured lines of the slice.
+        end_lines: Lines acquired when the budget is spent (initial lines + budget).
     """
 
     meta: SliceMeta
@@ -57,6 +72,12 @@ class Episode:
     pass_index: int
     data_range: float
     valid_lines: int
+    end_lines: int
+
+    @property
+    def actual_acceleration(self) -> float:
+        """``valid_lines / end_lines``: the acceleration this episode ends at."""
+        return self.valid_lines / self.end_lines
 
 
 class Simulator:
@@ -78,7 +99,10 @@ class Simulator:
         first = self.indices[0]
         self.kspace_shape: tuple[int, int, int] = self.dataset.slice_shape(first)
         self.recon_size: tuple[int, int] = self.dataset.slice_meta(first).recon_size
-        model = build_reconstructor_for_env(config, self.recon_size, self.device)
+        self.actual_accelerations: dict[int, float] = self._plan_episodes()
+        model = build_reconstructor_for_env(
+            config, self.recon_size, self.device, kspace_shape=self.kspace_shape
+        )
         self.domain_check: dict[str, Any] | None = None
         if config.domain_check:
             self.domain_check = guarded_domain_check(
@@ -103,6 +127,7 @@ class Simulator:
         self.bad_slices: dict[int, str] = {}
         self._cache: dict[int, SliceSample] = {}
         self.state: EnvState | None = None
+        self._end_lines = torch.ones(num_slots, dtype=torch.long, device=self.device)
 
     @classmethod
     def build(
@@ -117,6 +142,51 @@ class Simulator:
                 raise ValueError("overrides cannot be combined with an EnvConfig; edit the config")
             return cls(preset, num_slots)
         return cls(load_env_config(preset, **overrides), num_slots)
+
+    def _plan_episodes(self) -> dict[int, float]:
+        """Check the scenario on every slice (from metadata) and return its actual accelerations.
+
+        Raises:
+            BudgetError: Naming the files on which the budget or acceleration cannot be
+                honoured.
+        """
+        scenario = self.config.scenario
+        by_geometry: dict[tuple[int, int], float | BudgetError] = {}
+        failed: dict[tuple[int, int], list[str]] = {}
+        out: dict[int, float] = {}
+        for index in self.indices:
+            meta = self.dataset.slice_meta(index)
+            key = (meta.padding_left, meta.padding_right)
+            if key not in by_geometry:
+                valid = meta.valid_columns(self.width).numpy()
+                try:
+                    by_geometry[key] = scenario.actual_acceleration(
+                        int(valid.sum()), scenario.initial_count(valid)
+                    )
+                except BudgetError as exc:
+                    by_geometry[key] = exc
+            result = by_geometry[key]
+            if isinstance(result, BudgetError):
+                names = failed.setdefault(key, [])
+                if meta.file.name not in names:
+                    names.append(meta.file.name)
+            else:
+                out[index] = result
+        if failed:
+            key, names = next(iter(failed.items()))
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise BudgetError(f"{shown}: {by_geometry[key]}")
+        return out
+
+    @property
+    def actual_acceleration(self) -> float:
+        """Mean over the env's slices of measured lines / lines acquired at the episode end.
+
+        The acceleration the env actually runs at when every step adds a line: the
+        scenario's ``acceleration`` rounded to whole lines per slice, or what its ``budget``
+        amounts to. Per slice (dataset index) in :attr:`actual_accelerations`.
+        """
+        return float(np.mean(list(self.actual_accelerations.values())))
 
     # ------------------------------------------------------------------------ spaces
     @property
@@ -150,7 +220,9 @@ class Simulator:
 
     def _next_index(self, slot: int) -> tuple[int, int]:
         n = len(self.indices)
-        while True:
+        # 2n draws hold one whole permutation (shuffle) and cover the slot's whole
+        # round-robin share (sequential), so a readable slice is found if the slot has one.
+        for _ in range(2 * n):
             if self.order == "sequential":
                 position = slot + self.started[slot] * self.num_slots
                 pass_index, within = divmod(position, n)
@@ -164,55 +236,95 @@ class Simulator:
             self.started[slot] += 1
             if self.indices[chosen] not in self.bad_slices:
                 return self.indices[chosen], pass_index
+        raise NoReadableSliceError(self._unreadable_message(slot))
 
-    def _load(self, slot: int) -> tuple[SliceSample, int, int]:
-        """Next readable slice of ``slot``; unreadable ones are skipped, recorded, warned about."""
+    def _unreadable_message(self, slot: int) -> str:
+        if self.order == "sequential" and len(self.bad_slices) < len(self.indices):
+            n = len(self.indices)
+            share = sorted({self.indices[(slot + k * self.num_slots) % n] for k in range(n)})
+            where = (
+                f"sub-env {slot}'s round-robin share ({len(share)} of {n} slices, dealt to "
+                f"{self.num_slots} sub-envs)"
+            )
+        else:
+            share, where = sorted(self.bad_slices), "every slice of the environment's data"
+        files = sorted({self.dataset.slice_meta(i).file.name for i in share})
+        reasons = "; ".join(self.bad_slices[i] for i in share[:3])
+        return (
+            f"{where} is unreadable, in {', '.join(files[:5])}"
+            f"{f' and {len(files) - 5} more files' if len(files) > 5 else ''} ({reasons}); "
+            "run `activemri data check` on the folder"
+            + (", or use a number of sub-envs that deals every sub-env a readable slice"
+               if self.order == "sequential" and len(self.bad_slices) < len(self.indices)
+               else "")
+        )  # fmt: skip
+
+    def _load(self, slot: int) -> tuple[SliceSample, int, int, float]:
+        """Next readable slice of ``slot`` and its data range.
+
+        Unreadable slices are skipped, recorded and warned about; each one is read at most
+        once, so this ends after at most ``len(indices) + 1`` reads.
+        """
         while True:
             index, pass_index = self._next_index(slot)
             if index in self._cache:
-                return self._cache[index], index, pass_index
+                sample = self._cache[index]
+                return sample, index, pass_index, self._data_range(sample)
             try:
                 sample = self.dataset[index]
-                if self.config.cache_slices:
-                    self._cache[index] = sample
-                return sample, index, pass_index
+                data_range = self._data_range(sample)
             except CorruptSliceError as exc:
                 self.bad_slices[index] = str(exc)
                 warnings.warn(f"skipping slice: {exc}", DataWarning, stacklevel=3)
-                if len(self.bad_slices) == len(self.indices):
-                    raise ValueError("every slice of the environment's data is unreadable") from exc
+                continue
+            if self.config.cache_slices:
+                self._cache[index] = sample
+            return sample, index, pass_index, data_range
+
+    @staticmethod
+    def _data_range(sample: SliceSample) -> float:
+        """The SSIM/PSNR data range: the file's ``max``, else the target slice's maximum."""
+        meta = sample.meta
+        if sample.target is None:
+            raise ValueError(f"{meta.file} slice {meta.slice_index} has no target")
+        data_range = meta.max_value
+        if data_range is None:
+            data_range = float(sample.target.max())
+            if not data_range > 0:
+                raise CorruptSliceError(
+                    f"{meta.file} slice {meta.slice_index}: the target is zero everywhere and "
+                    "the file has no 'max': SSIM and PSNR are undefined"
+                )
+        return float(data_range)
 
     def reset_slots(self, slots: list[int], timer: Timer = _no_timer) -> None:
         """Start a new episode in each of ``slots`` (sorted, distinct).
 
         Raises:
-            ValueError: If the scenario leaves nothing to acquire on a slice.
+            NoReadableSliceError: If a slot has no readable slice left.
+            BudgetError: If the scenario cannot be honoured on a slice (checked for every
+                slice at construction already).
+            FloatingPointError: If an initial reconstruction or score is not finite.
         """
         kspaces, targets, ranges, valids, masks, lows, budgets = [], [], [], [], [], [], []
         episodes = []
         with timer("data"):
             for slot in slots:
-                sample, index, pass_index = self._load(slot)
-                if sample.target is None:
-                    raise ValueError(
-                        f"{sample.meta.file} slice {sample.meta.slice_index} has no target"
-                    )
+                sample, index, pass_index, data_range = self._load(slot)
                 valid = sample.meta.valid_columns(self.width).numpy()
                 mask, num_low = self.config.scenario.initial_mask(valid, self.rngs[slot])
-                budget = self.config.scenario.episode_budget(valid, mask)
-                if budget == 0:
-                    raise ValueError(
-                        f"the scenario's initial mask acquires all {int(valid.sum())} measured "
-                        f"lines of {sample.meta.file.name}: nothing is left to choose"
-                    )
-                data_range = sample.meta.max_value
-                if data_range is None:
-                    data_range = float(sample.target.max())
+                try:
+                    budget = self.config.scenario.episode_budget(valid, mask)
+                except BudgetError as exc:
+                    raise BudgetError(f"{sample.meta.file.name}: {exc}") from exc
                 episodes.append(
-                    Episode(sample.meta, index, pass_index, float(data_range), int(valid.sum()))
-                )
+                    Episode(
+                        sample.meta, index, pass_index, data_range, int(valid.sum()),
+                        int(mask.sum()) + budget,
+                    )
+                )  # fmt: skip
                 kspaces.append(sample.kspace)
-                targets.append(sample.target)
+                targets.append(cast(torch.Tensor, sample.target))  # _load refuses None
                 ranges.append(data_range)
                 valids.append(valid)
                 masks.append(mask)
@@ -229,6 +341,7 @@ class Simulator:
                 torch.tensor(budgets, dtype=torch.long).to(dev),
             )
         fresh = self.core.reset(*new, timer=timer)
+        self._check_finite(fresh, episodes)
         if self.state is None or len(slots) == self.num_slots:
             if len(slots) != self.num_slots:
                 raise RuntimeError("the first reset must start every slot")
@@ -237,6 +350,27 @@ class Simulator:
             self.state.replace_rows(torch.tensor(slots, device=dev), fresh)
         for slot, episode in zip(slots, episodes, strict=True):
             self.episodes[slot] = episode
+        end = torch.tensor([e.end_lines for e in episodes], dtype=torch.long, device=dev)
+        if len(slots) == self.num_slots:
+            self._end_lines = end
+        else:
+            self._end_lines[torch.tensor(slots, device=dev)] = end
+
+    @staticmethod
+    def _check_finite(state: EnvState, episodes: list[Episode]) -> None:
+        """Refuse episodes whose first reconstruction or score is NaN/inf (one host transfer)."""
+        images = [state.recon] if state.uncertainty is None else [state.recon, state.uncertainty]
+        ok = torch.isfinite(state.score)
+        for image in images:
+            ok &= torch.isfinite(image).flatten(1).all(dim=1)
+        bad = torch.nonzero(~ok).flatten().tolist()
+        if bad:
+            where = ", ".join(f"{episodes[i].meta.file} slice {episodes[i].meta.slice_index}"
+                              for i in bad[:3])  # fmt: skip
+            raise FloatingPointError(
+                f"non-finite initial reconstruction or score on {where}: the reconstructor "
+                "returned NaN/inf, or the data overflow float32 (`activemri data check`)"
+            )
 
     # -------------------------------------------------------------------------- step
     def step(self, actions: torch.Tensor, timer: Timer = _no_timer) -> StepResult:
@@ -244,9 +378,9 @@ class Simulator:
         return self.core.step(self.require_state(), actions, timer=timer)
 
     def require_state(self) -> EnvState:
-        """The current state; raises if the env was never reset."""
+        """The current state; raises :class:`ResetNeededError` if the env was never reset."""
         if self.state is None:
-            raise RuntimeError("call reset() before step()")
+            raise ResetNeededError("call reset() before step()")
         return self.state
 
     def check_actions(self, actions: np.ndarray) -> np.ndarray:
@@ -305,7 +439,9 @@ class Simulator:
         info["score"] = state.score.clone()
         info["data_range"] = state.data_range.clone()
         info["lines_acquired"] = lines
-        info["acceleration"] = state.valid.sum(dim=1) / lines.clamp_min(1)
+        measured = state.valid.sum(dim=1)
+        info["acceleration"] = measured / lines.clamp_min(1)
+        info["actual_acceleration"] = measured / self._end_lines
         info["steps"] = state.steps.clone()
         info["budget"] = state.budget.clone()
         info["repeated"] = torch.zeros_like(state.mask[:, 0]) if result is None else result.repeated

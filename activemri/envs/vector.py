@@ -28,6 +28,34 @@ def _numpy(obs: TensorObs) -> NumpyObs:
     return {k: v.cpu().numpy() for k, v in obs.items()}
 
 
+_AUTORESET_NAMES = {mode.name.lower(): mode for mode in AutoresetMode} | {
+    mode.value.lower(): mode for mode in AutoresetMode
+}
+
+
+def _autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    """``mode`` as an :class:`AutoresetMode` (names like ``"next_step"`` accepted)."""
+    if not isinstance(mode, AutoresetMode):
+        key = str(mode).lower()
+        if key not in _AUTORESET_NAMES:
+            raise ValueError(
+                f"autoreset_mode must be AutoresetMode.SAME_STEP or NEXT_STEP, got {mode!r}"
+            )
+        mode = _AUTORESET_NAMES[key]
+    if mode == AutoresetMode.DISABLED:
+        raise ValueError("autoreset_mode DISABLED is not offered; use SAME_STEP or NEXT_STEP")
+    return mode
+
+
+def _check_integer(values: torch.Tensor, name: str) -> None:
+    """Refuse tensors that are not integer indices (a cast would hide the mistake)."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(values).__name__}")
+    dtype = values.dtype
+    if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
+        raise TypeError(f"{name} must be an integer tensor (torch.long), got {dtype}")
+
+
 class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     """B active-acquisition episodes stepped together in one batched reconstructor forward.
 
@@ -37,10 +65,17 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     ``seed=s + i`` (in ``"sequential"`` order the slices are instead dealt round-robin:
     sub-env ``i`` takes slices ``i, i + B, ...``, so B sub-envs cover one pass together).
 
-    Autoreset is *same-step* (``metadata["autoreset_mode"]``): when an episode ends, the
-    returned observation is already the first of the next episode; the last observation and
-    info of the finished one are in ``infos["final_obs"]`` / ``infos["final_info"]`` (with
-    the ``_final_obs`` mask), Gymnasium's convention for this mode.
+    Autoreset (``metadata["autoreset_mode"]``) follows Gymnasium's conventions for either mode:
+
+    - ``AutoresetMode.SAME_STEP`` (default; what the SB3 adapter and the evaluation harness
+      read): when an episode ends, the returned observation is already the first of the
+      next episode; the last observation and info of the finished one are in
+      ``infos["final_obs"]`` / ``infos["final_info"]`` (with the ``_final_obs`` mask).
+    - ``AutoresetMode.NEXT_STEP`` (what Gymnasium's stateful vector wrappers such as
+      ``NormalizeObservation`` require): the terminal step returns the episode's last
+      observation and info; on the next step that sub-env ignores its action, starts the
+      next episode and returns its first observation with reward 0 and ``terminated``
+      False. The other sub-envs step as usual, all in the same batched forward.
 
     Torch-native API, for policies on the same device that must not copy to the host:
     :meth:`torch_reset`, :meth:`torch_step` and :meth:`torch_action_masks` take and return
@@ -52,6 +87,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         num_envs: Number of episodes B.
         preset: Env preset name, YAML path, mapping or :class:`EnvConfig`.
         render_mode: ``"rgb_array"`` (``render()`` returns a tuple of frames) or ``None``.
+        autoreset_mode: ``AutoresetMode.SAME_STEP`` or ``AutoresetMode.NEXT_STEP`` (or
+            their names, e.g. ``"next_step"``); ``DISABLED`` is not offered.
         **overrides: :class:`EnvConfig` field overrides (as for the single env).
     """
 
@@ -66,11 +103,15 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         num_envs: int = 1,
         preset: str | Path | Mapping[str, Any] | EnvConfig | None = None,
         render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         **overrides: Any,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
+        self.autoreset_mode = _autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self._pending_reset: list[int] = []  # NEXT_STEP: rows whose episode ended last step
         self.sim = Simulator.build(preset, num_envs, overrides)
         self.config = self.sim.config
         self.num_envs = num_envs
@@ -88,6 +129,15 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     def core(self) -> Any:
         """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
         return self.sim.core
+
+    @property
+    def actual_acceleration(self) -> float:
+        """Measured lines / lines at the episode end, averaged over the env's slices.
+
+        See :attr:`~activemri.envs.simulator.Simulator.actual_acceleration`; per slice in
+        ``sim.actual_accelerations``, per episode in ``info["actual_acceleration"]``.
+        """
+        return self.sim.actual_acceleration
 
     # ------------------------------------------------------------------ torch API
     def torch_reset(
@@ -114,30 +164,41 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             if isinstance(seed, int):
                 self._np_random, self._np_random_seed = seeding.np_random(seed)
         self.sim.reset_slots(list(range(self.num_envs)), timer=timer)
+        self._pending_reset = []
         return self.sim.observation(), self.sim.step_info(None)
 
     def torch_step(
         self, actions: torch.Tensor, check: bool = True, timer: Timer = _no_timer
     ) -> tuple[TensorObs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Step every sub-environment with long ``(B,)`` actions; tensors on :attr:`device`.
+        """Step every sub-environment with integer ``(B,)`` actions; tensors on :attr:`device`.
 
         Args:
-            actions: Column per sub-env.
+            actions: Column per sub-env, an integer tensor (``torch.long``).
             check: Verify the actions are in ``[0, W)`` (one device-to-host transfer).
             timer: Profiling hook.
 
         Returns:
             ``(obs, reward, terminated, truncated, info)``: reward float32 ``(B,)``, flags
-            bool ``(B,)``; ``info`` holds the metric tensors of the step and, when an episode
-            ended, ``final_obs`` / ``final_info`` (full-batch tensors, meaningful at rows
-            where ``terminated``) before those rows were reset.
+            bool ``(B,)``; ``info`` holds the metric tensors of the step and, in
+            ``SAME_STEP`` mode when an episode ended, ``final_obs`` / ``final_info``
+            (full-batch tensors, meaningful at rows where ``terminated``) before those rows
+            were reset. In ``NEXT_STEP`` mode rows that ended on the previous step are reset
+            instead (reward 0, ``terminated`` False; see the class docstring).
+
+        Raises:
+            TypeError: For a float, bool or complex action tensor.
+            ValueError: For a wrong shape or (with ``check``) an out-of-range action.
+            FloatingPointError: If a reward is not finite.
         """
+        _check_integer(actions, "actions")
         if actions.shape != (self.num_envs,):
             raise ValueError(
                 f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
             )
         if check and bool(((actions < 0) | (actions >= self.sim.width)).any()):
             raise ValueError(f"actions must be in [0, {self.sim.width}), got {actions.tolist()}")
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            return self._step_next(actions, timer)
         result = self.sim.step(actions, timer=timer)
         info: dict[str, Any] = self.sim.step_info(result)
         obs = self.sim.observation()
@@ -162,6 +223,34 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         truncated = torch.zeros_like(result.terminated)
         return obs, result.reward, result.terminated, truncated, info
 
+    def _step_next(
+        self, actions: torch.Tensor, timer: Timer
+    ) -> tuple[TensorObs, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """``NEXT_STEP`` autoreset: rows that ended last step restart instead of stepping."""
+        pending = self._pending_reset
+        # Every row goes through the one batched forward; the ended rows' results are
+        # discarded and their slots restarted below, so no second forward is needed.
+        result = self.sim.step(actions, timer=timer)
+        reward, terminated, repeated = result.reward, result.terminated, result.repeated
+        if pending:
+            rows = torch.tensor(pending, device=self.device)
+            reward, terminated, repeated = reward.clone(), terminated.clone(), repeated.clone()
+            reward[rows] = 0.0
+            terminated[rows] = False
+            repeated[rows] = False
+        flags = torch.stack([terminated, ~torch.isfinite(reward)]).cpu()
+        if flags[1].any():
+            raise FloatingPointError(
+                f"non-finite rewards {reward.tolist()}: the reconstructor returned NaN/inf"
+            )
+        if pending:
+            self.sim.reset_slots(pending, timer=timer)
+        info: dict[str, Any] = self.sim.step_info(result)
+        info["repeated"] = repeated
+        self._pending_reset = torch.nonzero(flags[0]).flatten().tolist()
+        truncated = torch.zeros_like(terminated)
+        return self.sim.observation(), reward, terminated, truncated, info
+
     def torch_score_candidates(
         self, lines: torch.Tensor, metric: str | None = None
     ) -> torch.Tensor:
@@ -170,6 +259,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         See :meth:`activemri.envs.core.AcquisitionCore.score_candidates`. The range check of
         ``lines`` costs one device-to-host transfer.
         """
+        _check_integer(lines, "lines")
         if lines.ndim != 2 or bool(((lines < 0) | (lines >= self.sim.width)).any()):
             raise ValueError(f"lines must be (B, K) indices in [0, {self.sim.width})")
         return self.sim.core.score_candidates(self.sim.require_state(), lines, metric)
@@ -197,14 +287,14 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     def step(
         self, actions: np.ndarray
     ) -> tuple[NumpyObs, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every sub-environment; ended ones are reset in the same step.
+        """Step every sub-environment; ended ones are reset as ``autoreset_mode`` says.
 
         Args:
             actions: ``(B,)`` integer columns in ``[0, W)``.
 
         Returns:
             ``(obs, rewards, terminated, truncated, infos)``; see the class docstring for
-            ``final_obs`` / ``final_info``.
+            ``final_obs`` / ``final_info`` (``SAME_STEP`` mode).
         """
         arr = self.sim.check_actions(np.asarray(actions).reshape(-1))
         obs, reward, terminated, truncated, info = self.torch_step(
@@ -213,7 +303,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         done = terminated.cpu().numpy()
         rewards = reward.double().cpu().numpy()
         infos = self._infos(info, list(range(self.num_envs)), self.sim.episodes)
-        if done.any():
+        if "final_obs" in info:
             rows = np.flatnonzero(done).tolist()
             final_obs = _numpy(info["final_obs"])
             final = np.full(self.num_envs, None, dtype=object)

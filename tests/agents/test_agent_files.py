@@ -120,7 +120,7 @@ def test_pickled_sb3_settings_are_never_unpickled(
     assert main(["evaluate", "--policies", spec, "--out", str(out), "--device", "cpu",
                  "--split", "train", "--max-slices", "2", "--batch-size", "2", "--no-plots",
                  "--quiet", "--set", f"data_root={tiny_data}", "--set", "reconstructor=zero_filled",
-                 "--set", "initial_lines=4"]) == 0  # fmt: skip
+                 "--set", "initial_lines=4", "--accelerations", "4"]) == 0  # fmt: skip
     assert not marker.exists()
 
 

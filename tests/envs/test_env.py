@@ -7,12 +7,13 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
-from env_helpers import CUSTOM, tiny_env
+from env_helpers import CUSTOM, NAN_RECON, SINGLE_COIL_ONLY, tiny_env
 from gymnasium.utils.env_checker import check_env as gym_check_env
 
 from activemri.data import DataWarning
 from activemri.envs.check import EXPECTED_SB3_WARNINGS
 from activemri.envs.render import MASK_STRIP_HEIGHT
+from activemri.envs.scenario import BudgetError
 
 
 def _rollout(env, seed, actions):
@@ -348,3 +349,122 @@ def test_cache_slices_reads_each_slice_once(tiny_data, monkeypatch):
     second = [env.reset()[0]["reconstruction"] for _ in range(n)]
     assert sorted(reads) == sorted(set(reads)) and len(reads) == n
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_step_after_the_episode_ended_raises_until_reset(tiny_data):
+    from gymnasium.error import ResetNeeded
+
+    env = tiny_env(tiny_data, budget=1)
+    env.reset(seed=0)
+    *_, terminated, _, info = env.step(10)
+    assert terminated and info["lines_acquired"] == 5
+    for action in (11, 10):
+        with pytest.raises(ResetNeeded, match="ended"):
+            env.step(action)
+    with pytest.raises(RuntimeError, match="ended"):  # still a RuntimeError, as before reset
+        env.step(11)
+    env.reset()
+    assert env.step(11)[2] is True
+
+
+def test_an_acceleration_that_cannot_be_honoured_is_an_error_naming_files(knee_like, tiny_data):
+    # 16x of 334 measured lines is 21, below the 27 central lines of the 4x center fraction.
+    with pytest.raises(BudgetError, match=r"vol00000\.h5.*round\(334 / 16\) = 21 lines.*27"):
+        tiny_env(
+            knee_like, initial_lines=None, center_fraction=0.08, budget=None, acceleration=16.0
+        )
+    with pytest.raises(BudgetError, match=r"round\(32 / 1000\) = 0 lines"):
+        tiny_env(tiny_data, acceleration=1000.0, budget=None)
+    with pytest.raises(BudgetError, match="budget 40 exceeds the 28 measured lines"):
+        tiny_env(tiny_data, budget=40)
+
+
+def test_the_acceleration_actually_run_is_reported(tiny_data):
+    # 3x of 32 measured lines is round(10.67) = 11 lines: 32 / 11 = 2.91x, 7 steps after 4.
+    env = tiny_env(tiny_data, acceleration=3.0, budget=None)
+    assert env.actual_acceleration == pytest.approx(32 / 11)
+    assert set(env.sim.actual_accelerations) == set(env.sim.indices)
+    _, info = env.reset(seed=0)
+    assert info["actual_acceleration"] == pytest.approx(32 / 11) and info["budget"] == 7
+    free = np.flatnonzero(env.action_masks())
+    for t in range(7):
+        *_, terminated, _, info = env.step(int(free[t]))
+    assert terminated and info["acceleration"] == pytest.approx(info["actual_acceleration"])
+    assert env.sim.episodes[0].actual_acceleration == pytest.approx(32 / 11)
+
+
+def test_multicoil_files_are_refused_by_the_single_coil_env_and_vice_versa(
+    knee_like, knee_like_multicoil
+):
+    with pytest.raises(ValueError, match=r"single-coil environment.*vol00000\.h5 \(4 coils\)"):
+        gym.make("ActiveMRI/KneeSingleCoil-v0", data_root=str(knee_like_multicoil), split=None,
+                 device="cpu")  # fmt: skip
+    with pytest.raises(ValueError, match=r"multi-coil environment.*\(1 coils\)"):
+        gym.make("ActiveMRI/KneeMultiCoil-v0", data_root=str(knee_like), split=None,
+                 device="cpu")  # fmt: skip
+
+
+def test_a_single_coil_model_on_multicoil_data_fails_at_construction(tiny_multicoil):
+    with pytest.raises(ValueError, match="single-coil data only, but the data have 4 coils"):
+        tiny_env(tiny_multicoil, reconstructor=SINGLE_COIL_ONLY, domain_check=False)
+
+
+def test_kspace_narrower_than_the_targets_fails_at_construction(tiny_data, tmp_path):
+    src = sorted(tiny_data.glob("*.h5"))[0]
+    shutil.copy(src, tmp_path / src.name)
+    with h5py.File(tmp_path / src.name, "r+") as hf:
+        del hf["ismrmrd_header"]  # the target then defines the reconstruction size
+        slices = hf["reconstruction_esc"].shape[0]
+        del hf["reconstruction_esc"]
+        hf["reconstruction_esc"] = np.ones((slices, 32, 40), dtype=np.float32)
+    with pytest.raises(ValueError, match="36 k-space is smaller than their 32x40 targets"):
+        tiny_env(tmp_path)
+
+
+def _copy_with(tiny_data, folder, edit):
+    folder.mkdir()
+    for src in sorted(tiny_data.glob("*.h5"))[:2]:
+        shutil.copy(src, folder / src.name)
+    first = sorted(folder.glob("*.h5"))[0]
+    with h5py.File(first, "r+") as hf:
+        edit(hf)
+    return first
+
+
+def test_finite_but_huge_kspace_is_skipped_and_observations_stay_finite(tiny_data, tmp_path):
+    def huge(hf):
+        k = hf["kspace"][()]
+        k[1, 20, 18] = 3e38  # finite in complex64; its images overflow float32
+        hf["kspace"][...] = k
+
+    broken = _copy_with(tiny_data, tmp_path / "huge", huge)
+    env = tiny_env(tmp_path / "huge", order="sequential", observe_kspace=True)
+    seen = []
+    with pytest.warns(DataWarning, match="k-space energy 3e\\+38"):
+        obs, info = env.reset(seed=0)
+        for _ in range(5):
+            assert all(np.isfinite(v).all() for v in obs.values())
+            assert np.isfinite(info["ssim"])
+            seen.append((Path(info["file"]).name, info["slice"]))
+            obs, info = env.reset()
+    assert (broken.name, 1) not in seen and list(env.sim.bad_slices) == [1]
+
+
+def test_an_all_zero_target_without_max_is_skipped(tiny_data, tmp_path):
+    def blank(hf):
+        del hf.attrs["max"]
+        t = hf["reconstruction_esc"][()]
+        t[0] = 0.0
+        hf["reconstruction_esc"][...] = t
+
+    _copy_with(tiny_data, tmp_path / "blank", blank)
+    env = tiny_env(tmp_path / "blank", order="sequential")
+    with pytest.warns(DataWarning, match="zero everywhere"):
+        _, info = env.reset(seed=0)
+    assert info["slice"] == 1 and np.isfinite(info["ssim"]) and list(env.sim.bad_slices) == [0]
+
+
+def test_a_reconstructor_returning_nan_fails_at_reset(tiny_data):
+    env = tiny_env(tiny_data, reconstructor=NAN_RECON, order="sequential")
+    with pytest.raises(FloatingPointError, match=r"vol00000\.h5 slice 0"):
+        env.reset(seed=0)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from activemri.envs.scenario import SCENARIOS, Scenario, resolve_scenario
+from activemri.envs.scenario import SCENARIOS, BudgetError, Scenario, resolve_scenario
 
 
 def test_initial_mask_is_central_block_within_measured_lines():
@@ -42,12 +42,32 @@ def test_miccai_scenarios_end_at_100_lines():
         assert mask.sum() + scenario.episode_budget(valid, mask) == 100
 
 
-def test_budget_is_capped_by_missing_lines():
+def test_budgets_that_cannot_be_honoured_are_errors_not_clamped():
     valid = np.ones(8, dtype=bool)
     scenario = Scenario(initial_lines=6, budget=50)
     mask, _ = scenario.initial_mask(valid, np.random.default_rng(0))
-    assert scenario.episode_budget(valid, mask) == 2
-    assert Scenario(initial_lines=8).episode_budget(valid, np.ones(8, dtype=bool)) == 0
+    with pytest.raises(BudgetError, match="budget 50 exceeds the 2 measured lines"):
+        scenario.episode_budget(valid, mask)
+    assert Scenario(initial_lines=6, budget=2).episode_budget(valid, mask) == 2
+    with pytest.raises(BudgetError, match="nothing is left"):
+        Scenario(initial_lines=8).episode_budget(valid, np.ones(8, dtype=bool))
+    # 1000x of 128 lines is round(0.128) = 0 lines, below the 10 initial ones: not 1 step.
+    with pytest.raises(BudgetError, match=r"acceleration 1000 ends at round\(128 / 1000\) = 0"):
+        Scenario(initial_lines=10, acceleration=1000).end_lines(128, 10)
+    # fastMRI knee at "16x" with the 4x center fraction: 21 lines < 27 initial ones.
+    with pytest.raises(BudgetError, match=r"at most 11\.9"):
+        resolve_scenario("4x", acceleration=16.0).end_lines(334, 27)
+
+
+def test_end_lines_and_actual_acceleration_follow_the_rounding():
+    scenario = SCENARIOS["4x"]
+    assert scenario.end_lines(334, 27) == 84  # round(83.5)
+    assert scenario.actual_acceleration(334, 27) == pytest.approx(334 / 84)
+    assert Scenario(initial_lines=30, budget=70).actual_acceleration(334, 30) == 3.34
+    assert Scenario(initial_lines=4).actual_acceleration(32, 4) == 1.0
+    valid = np.zeros(36, dtype=bool)
+    valid[2:34] = True
+    assert Scenario(initial_lines=4, extra_random_lines=3).initial_count(valid) == 7
 
 
 def test_resolve_overrides_clear_the_alternative_field():
@@ -73,3 +93,19 @@ def test_resolve_overrides_clear_the_alternative_field():
 def test_invalid_scenarios_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         resolve_scenario(spec)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("acceleration", float("nan"), "acceleration must be a finite number"),
+        ("acceleration", float("inf"), "acceleration must be a finite number"),
+        ("budget", 2.5, "budget must be a whole number"),
+        ("budget", True, "budget must be a whole number"),
+        ("initial_lines", 2.5, "initial_lines must be a whole number"),
+        ("repeat_penalty", -0.1, "repeat_penalty must be >= 0"),
+    ],
+)
+def test_non_finite_fractional_or_negative_values_are_errors(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_scenario({"initial_lines": 3, field: value})

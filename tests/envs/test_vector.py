@@ -1,8 +1,12 @@
+import contextlib
+import signal
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from env_helpers import CUSTOM, tiny_env, tiny_vec
+from env_helpers import CUSTOM, tiny_config, tiny_env, tiny_vec
 from gymnasium.vector import AutoresetMode
 
 from activemri.envs import ActiveMRIVectorEnv
@@ -106,7 +110,7 @@ def test_vector_render(tiny_data):
 
 def test_partial_autoreset_matches_single_envs_including_repeat_flags(tiny_data):
     """Episodes out of phase: one ends while the other repeats a line in the same step."""
-    kw = {"initial_lines": 28, "order": "shuffle", "reconstructor": CUSTOM}
+    kw = {"initial_lines": 28, "budget": 4, "order": "shuffle", "reconstructor": CUSTOM}
     venv = tiny_vec(tiny_data, 2, **kw)
     singles = [tiny_env(tiny_data, **kw) for _ in range(2)]
     venv.reset(seed=3)
@@ -170,3 +174,149 @@ def test_vector_env_on_cuda_matches_cpu(tiny_data):
     fast.reset(seed=0)
     _, rewards, _, _, _ = fast.step(np.array([10, 11]))
     assert np.isfinite(rewards).all()
+
+
+def _corrupt(folder, tiny_data, slices):
+    """Copy two tiny volumes (6 slices) and write NaN into the given ``(file, slice)``s."""
+    import shutil
+
+    import h5py
+
+    folder.mkdir()
+    srcs = sorted(tiny_data.glob("*.h5"))[:2]
+    for src in srcs:
+        shutil.copy(src, folder / src.name)
+    for file_index, slice_index in slices:
+        with h5py.File(folder / srcs[file_index].name, "r+") as hf:
+            k = hf["kspace"][()]
+            k[slice_index, 0, 0] = np.nan
+            hf["kspace"][...] = k
+    return folder
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """Turn a hang into a failure (the old slice search looped forever)."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_slot_whose_share_is_unreadable_is_an_error_not_a_hang(tiny_data, tmp_path):
+    from activemri.envs import NoReadableSliceError
+
+    # Sequential order deals slices 1, 3, 5 (vol0 slice 1, vol1 slices 0 and 2) to sub-env 1.
+    folder = _corrupt(tmp_path / "odd", tiny_data, [(0, 1), (1, 0), (1, 2)])
+    venv = tiny_vec(folder, 2, order="sequential")
+    names = sorted(p.name for p in folder.glob("*.h5"))
+    with _deadline(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NoReadableSliceError, match=r"sub-env 1's round-robin share") as err:
+            venv.reset(seed=0)
+    assert all(name in str(err.value) for name in names) and "NaN" in str(err.value)
+    assert isinstance(err.value, ValueError) and sorted(venv.sim.bad_slices) == [1, 3, 5]
+
+
+def test_all_unreadable_slices_in_shuffle_order_is_an_error(tiny_data, tmp_path):
+    from activemri.envs import NoReadableSliceError
+
+    bad = [(f, s) for f in range(2) for s in range(3)]
+    venv = tiny_vec(_corrupt(tmp_path / "all", tiny_data, bad), 2, order="shuffle")
+    with _deadline(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(NoReadableSliceError, match="every slice"):
+            venv.reset(seed=0)
+
+
+def test_torch_api_rejects_non_integer_action_tensors(tiny_data):
+    venv = tiny_vec(tiny_data, 3)
+    venv.torch_reset(seed=0)
+    before = venv.sim.require_state().mask.clone()
+    for bad in (torch.tensor([10.0, 11.0, 12.0]), torch.tensor([True, False, True])):
+        with pytest.raises(TypeError, match="integer tensor"):
+            venv.torch_step(bad)
+        with pytest.raises(TypeError, match="integer tensor"):
+            venv.torch_step(bad, check=False)
+    assert torch.equal(venv.sim.require_state().mask, before)  # nothing was acquired
+    with pytest.raises(TypeError, match="integer tensor"):
+        venv.torch_score_candidates(torch.tensor([[10.0], [11.0], [12.0]]))
+    venv.torch_step(torch.tensor([10, 11, 12], dtype=torch.int32))  # any integer dtype
+
+
+def test_next_step_autoreset_matches_gymnasium_sync_vector_env(tiny_data):
+    kw = {"reconstructor": CUSTOM, "budget": 3, "order": "shuffle"}
+    venv = tiny_vec(tiny_data, B, autoreset_mode=AutoresetMode.NEXT_STEP, **kw)
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    assert ActiveMRIVectorEnv.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    sync = gym.vector.SyncVectorEnv(
+        [lambda: tiny_env(tiny_data, **kw) for _ in range(B)],
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+    )
+    obs, infos = venv.reset(seed=10)
+    ref_obs, ref_infos = sync.reset(seed=10)
+    resets = 0
+    for t in range(9):
+        actions = _actions(t)
+        if t == 4:
+            actions[1] = 17  # a repeat of a central line in sub-env 1
+        obs, rewards, terminated, truncated, infos = venv.step(actions)
+        ref_obs, ref_rewards, ref_term, _ref_trunc, ref_infos = sync.step(actions)
+        np.testing.assert_allclose(rewards, ref_rewards, atol=1e-6)
+        assert np.array_equal(terminated, ref_term) and not truncated.any()
+        assert "final_obs" not in infos
+        for k in ref_obs:
+            np.testing.assert_allclose(obs[k], ref_obs[k], atol=1e-6)
+        for key in ("file", "slice", "steps", "lines_acquired", "repeated", "pass_index"):
+            assert list(infos[key]) == list(ref_infos[key]), (t, key)
+        resets += int((ref_rewards == 0).sum() and (ref_infos["steps"] == 0).sum())
+    assert resets >= 2  # the reset steps themselves were compared
+
+
+def test_gymnasium_vector_observation_wrappers_work_with_next_step(tiny_data):
+    from gymnasium.wrappers.vector import (
+        DtypeObservation,
+        FlattenObservation,
+        NormalizeObservation,
+        RescaleObservation,
+    )
+
+    config = tiny_config(tiny_data, reconstructor=CUSTOM, budget=2)
+    with pytest.raises(ValueError, match="NEXT_STEP"):  # why the option exists
+        NormalizeObservation(FlattenObservation(gym.make_vec("ActiveMRI/Builtin-v0", 2, **config)))
+    venv = gym.make_vec(
+        "ActiveMRI/Builtin-v0", num_envs=2, autoreset_mode=AutoresetMode.NEXT_STEP, **config
+    )
+    batches = []
+    venv.unwrapped.core.reconstructor.register_forward_hook(
+        lambda module, args, out: batches.append(args[0].shape[0])
+    )
+    flat = FlattenObservation(venv)
+    size = flat.single_observation_space.shape[0]
+    wrapped = {
+        "normalize": NormalizeObservation(flat),
+        "dtype": DtypeObservation(flat, np.float64),
+        "rescale": RescaleObservation(flat, -1.0, 1.0),
+    }
+    for name, env in wrapped.items():
+        assert isinstance(env.unwrapped, ActiveMRIVectorEnv), name
+        obs, _ = env.reset(seed=0)
+        batches.clear()
+        ended = 0
+        for t in range(5):
+            obs, _, terminated, _, _ = env.step(np.array([10 + t, 20 + t]))
+            ended += int(terminated.sum())
+            assert obs.shape == (2, size) and np.isfinite(obs).all(), name
+            if name == "dtype":
+                assert obs.dtype == np.float64
+            if name == "rescale":
+                assert obs.min() >= -1.0 and obs.max() <= 1.0
+        # five steps and one restart, every one a single forward of both sub-envs
+        assert ended == 4 and batches == [2] * 6, (name, batches)
