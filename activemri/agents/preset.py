@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from activemri._io import read_yaml
 
 __all__ = ["ALGORITHMS", "AgentPreset", "EvalSchedule", "load_agent_preset"]
 
@@ -154,7 +154,7 @@ def load_agent_preset(path: str | Path) -> AgentPreset:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"agent preset {path} not found")
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc = read_yaml(path)
     if not isinstance(doc, Mapping):
         raise ValueError(f"agent preset {path} must be a YAML mapping")
     try:

@@ -384,36 +384,69 @@ def make_builtin(
     slices_per_volume: int | None = None,
     num_coils: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Write a built-in data set as a folder of fastMRI-format h5 files.
 
     Files are named ``vol00000.h5``, ``vol00001.h5``, ... and written atomically. A file that
     already holds the same volume (same preset, seed and generator version) is kept, so an
-    interrupted run resumes where it stopped.
+    interrupted run resumes where it stopped. Any other h5 file in the folder (a volume of
+    another preset or seed, one beyond ``num_volumes``, a file of yours) would end up in the
+    same data set as the new volumes, so it is refused unless ``overwrite`` removes it.
 
     Args:
         out_dir: Output folder (created if needed).
         preset: A name from :data:`PRESETS` (``tiny``, ``default``, ``knee``,
             ``knee-multicoil``) or a :class:`BuiltinPreset`.
-        seed: Data-set seed.
+        seed: Data-set seed (``>= 0``).
         num_volumes: Overrides the preset's number of volumes.
         slices_per_volume: Overrides the preset's slices per volume.
         num_coils: Overrides the preset's number of coils (1 = single-coil files).
         progress: Called as ``progress(done, total)`` after each volume.
+        overwrite: Delete the folder's h5 files that are not volumes of this data set.
+        log: Called with a line saying what was kept or removed.
 
     Returns:
         Paths of all the volume files, in order.
+
+    Raises:
+        ValueError: For a negative seed, or ``out_dir`` is a file.
+        FileExistsError: If the folder holds other h5 files and ``overwrite`` is false.
     """
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     spec = resolve_preset(
         preset, num_volumes=num_volumes, slices_per_volume=slices_per_volume, num_coils=num_coils
     )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    expected = {
+        out / f"vol{index:05d}.h5": _provenance(spec, seed, index)
+        for index in range(spec.num_volumes)
+    }
+    kept = {p for p, prov in expected.items() if p.exists() and _already_written(p, prov)}
+    foreign = sorted(p for p in out.glob("*.h5") if p not in kept)
+    if foreign and not overwrite:
+        names = ", ".join(p.name for p in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise FileExistsError(
+            f"{out} holds {len(foreign)} h5 file(s) that are not volumes of this data set "
+            f"({spec.name}, seed {seed}, {spec.num_volumes} volumes): {names}{more}; they "
+            "would be mixed into it. Use an empty folder, or overwrite=True (--overwrite) to "
+            "delete them"
+        )
+    for path in foreign:
+        path.unlink()
+    if log is not None and foreign:
+        log(f"{out}: removed {len(foreign)} h5 file(s) that were not volumes of this data set")
+    if log is not None and kept:
+        log(f"{out}: kept {len(kept)} volume(s) already written by an earlier run")
     paths = []
-    for index in range(spec.num_volumes):
-        path = out / f"vol{index:05d}.h5"
-        provenance = _provenance(spec, seed, index)
-        if not _already_written(path, provenance):
+    for index, (path, provenance) in enumerate(expected.items()):
+        if path not in kept:
             _write_volume(path, simulate_volume(spec, seed, index), provenance)
         paths.append(path)
         if progress is not None:
@@ -455,6 +488,7 @@ def ensure_builtin(
     expected = json.dumps({"preset": asdict(spec), "seed": seed, "version": GENERATOR_VERSION})
     if stamp.is_file() and stamp.read_text() == expected:
         return folder
-    make_builtin(folder, spec, seed=seed, progress=progress)
+    # The cache folder is ours alone: whatever else is in it is replaced.
+    make_builtin(folder, spec, seed=seed, progress=progress, overwrite=True)
     atomic_write_text(stamp, expected)
     return folder

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from activemri._io import read_yaml
 from activemri.recon_models.base import Reconstructor
 
 __all__ = [
@@ -74,7 +73,7 @@ def resolve_class(name: str) -> type[Reconstructor]:
         )
     cls = import_class(path)
     if not (isinstance(cls, type) and issubclass(cls, Reconstructor)):
-        raise TypeError(f"{path} is not a subclass of activemri.recon_models.Reconstructor")
+        raise ValueError(f"{path} is not a subclass of activemri.recon_models.Reconstructor")
     return cls
 
 
@@ -149,7 +148,7 @@ def load_preset(preset: str | Path | Mapping[str, Any]) -> ReconPreset:
             source = recon_preset_dir() / f"{preset}.yaml"
         if not source.is_file():
             raise FileNotFoundError(f"reconstructor preset {source} does not exist")
-        data = yaml.safe_load(source.read_text())
+        data = read_yaml(source)
     where = source or "preset"
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"{where}: a reconstructor preset is a mapping with a 'model' key")

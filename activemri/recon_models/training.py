@@ -42,7 +42,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -157,6 +157,9 @@ class TrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
+        for f in fields(cls):
+            if f.name in values:
+                _check_type(f.name, values[f.name], f.default)
         config = cls(**dict(values))
         config.validate()
         return config
@@ -276,6 +279,47 @@ def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random
     return rule
 
 
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """Refuse a setting whose type differs from its default's (``epochs: "two"``)."""
+    if default is MISSING or default is None or value is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return
+    if not ok:
+        raise ValueError(
+            f"train setting {name!r} must be {type(default).__name__}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+
+
+def _unused_parameters(loss_module: nn.Module, batch: MaskedBatch, config: TrainConfig) -> bool:
+    """Whether one loss evaluation leaves some parameter without a gradient.
+
+    DistributedDataParallel needs ``find_unused_parameters`` exactly then (e.g. an uncertainty
+    head under SSDU); set without need it costs a graph traversal per step and warns.
+    """
+    lam_mask = None
+    if config.mode == "ssdu":
+        protected = acs_mask(batch.num_low, batch.mask.shape[-1])
+        rng = np.random.default_rng(0)
+        _, lam_mask = ssdu_split(batch.mask, protected, config.ssdu_rho, rng, config.ssdu_selection)
+    with torch.random.fork_rng(devices=[]):
+        loss_module(batch, lam_mask).backward()
+    params = [p for p in loss_module.parameters() if p.requires_grad]
+    unused = any(p.grad is None for p in params)
+    for p in params:
+        p.grad = None
+    return unused
+
+
 class _LossModule(nn.Module):
     """Computes the training loss inside ``forward`` so DistributedDataParallel can wrap it."""
 
@@ -327,6 +371,7 @@ def train(
     data: str | None = None,
     device: str | torch.device = "cpu",
     resume: bool = False,
+    overwrite: bool = False,
     overrides: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -338,11 +383,18 @@ def train(
         data: Overrides the preset's ``train.data``.
         device: ``cpu`` or ``cuda``.
         resume: Continue from ``out_dir/checkpoint.pt``.
+        overwrite: Start afresh in a folder that holds a run (its ``checkpoint.pt``,
+            ``model.pt`` and ``history.json`` are deleted first).
         overrides: Overrides of individual train settings (e.g. ``{"epochs": 3}``).
         progress: Show tqdm progress bars (rank 0).
 
     Returns:
-        The history: per epoch, train loss and validation metrics.
+        The history: per epoch, train loss (mean over every process) and validation metrics.
+
+    Raises:
+        FileExistsError: If ``out_dir`` holds a run and neither ``resume`` nor ``overwrite``
+            is set (a rerun would silently replace a finished model).
+        ValueError: For invalid settings or unusable data.
     """
     spec = preset if isinstance(preset, ReconPreset) else load_preset(preset)
     settings = {**spec.train, **(overrides or {})}
@@ -351,8 +403,20 @@ def train(
     config = TrainConfig.from_mapping(settings)
     rank, world, dev = _distributed_context(torch.device(device))
     out = Path(out_dir)
+    run_files = [out / name for name in ("checkpoint.pt", "model.pt", "history.json")]
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
+    existing = [p for p in run_files if p.exists()]
+    if existing and not (resume or overwrite):
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(p.name for p in existing)}): pass "
+            "resume=True (--resume) to continue it or overwrite=True (--overwrite) to replace it"
+        )
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for path in existing:
+                path.unlink()
 
     folder, error = None, None
     if rank == 0:
@@ -424,10 +488,13 @@ def train(
         best = float(extra["best"])
 
     loss_module: nn.Module = _LossModule(model, config)
-    if world > 1:
-        # Heads without a loss term in some modes (e.g. uncertainty under SSDU) get no grads.
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, find_unused_parameters=True)
     masked = MaskedSlices(train_set, _training_mask_rule(config), config.seed)
+    if world > 1:
+        probe = next(iter(iterate_batches(masked, min(2, len(masked)), [0, 1][: len(masked)], 0)))
+        find_unused = _unused_parameters(loss_module, probe.to(dev), config)
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module, find_unused_parameters=find_unused
+        )
     n_train = (
         len(masked)
         if config.max_train_slices is None
@@ -448,7 +515,8 @@ def train(
         model.train()
         split_rng = np.random.default_rng([config.seed, epoch, rank])
         aug_gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 7919 + rank)
-        losses = []
+        losses: list[float] = []  # averaged over the processes
+        local_losses: list[float] = []
         batches = iterate_batches(masked, config.batch_size, indices, config.num_workers)
         bar = tqdm(batches, total=math.ceil(len(indices) / config.batch_size),
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress or rank != 0,
@@ -475,12 +543,25 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
+            local_losses.append(float(loss.detach()))
+            reported = loss.detach().float()
+            if world > 1:  # the loss of the whole global batch, not rank 0's share
+                dist.all_reduce(reported)
+                reported = reported / world
+            losses.append(float(reported))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         scheduler.step()
+        rank_means = [float(np.mean(local_losses))]
+        if world > 1:
+            local = torch.tensor(rank_means, device=dev)
+            gathered = [torch.zeros_like(local) for _ in range(world)]
+            dist.all_gather(gathered, local)
+            rank_means = [float(t) for t in gathered]
 
         if rank == 0:
             record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            if world > 1:
+                record["train_loss_per_rank"] = rank_means
             sets = [("val", val_set)] + ([("heldout", held_out)] if held_out is not None else [])
             for prefix, dataset in sets:
                 for acc in config.val_accelerations:

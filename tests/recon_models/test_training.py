@@ -216,7 +216,14 @@ def test_torchrun_two_process_gloo(train_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     model = Reconstructor.load(out / "model.pt")
     assert model.recon_size == (32, 32)
-    assert len(json.loads((out / "history.json").read_text())) == 1
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 1
+    # The logged loss is the mean over both processes, which trained on different slices.
+    per_rank = history[0]["train_loss_per_rank"]
+    assert len(per_rank) == 2 and per_rank[0] != per_rank[1]
+    assert history[0]["train_loss"] == pytest.approx(np.mean(per_rank), rel=1e-5)
+    # Every parameter gets a gradient here, so DDP must not be asked to look for unused ones.
+    assert "find_unused_parameters" not in result.stderr
 
 
 def test_resume_refuses_changed_settings_but_allows_more_epochs(train_data, tmp_path):
@@ -279,3 +286,21 @@ def test_evaluation_batches_mixed_widths_and_aggregates_per_volume(tmp_path):
         err += float(((zf.double() - it["target"].double()) ** 2).sum())
         energy += float((it["target"].double() ** 2).sum())
     assert one["model"]["nmse"]["mean"] == pytest.approx(err / energy, rel=1e-5)
+
+
+@pytest.mark.parametrize(("nll_weight", "unused"), [(0.1, False), (0.0, True)])
+def test_unused_parameter_probe(train_data, nll_weight, unused):
+    from activemri.recon_models.evaluate import MaskedSlices, iterate_batches
+    from activemri.recon_models.training import (
+        TrainConfig,
+        _LossModule,
+        _training_mask_rule,
+        _unused_parameters,
+    )
+
+    config = TrainConfig.from_mapping({"nll_weight": nll_weight})
+    model = reconstructor_from_preset(UNET_PRESET)  # has an uncertainty head
+    masked = MaskedSlices(SliceDataset(train_data, split="train"), _training_mask_rule(config), 0)
+    batch = next(iter(iterate_batches(masked, 2, [0, 1])))
+    assert _unused_parameters(_LossModule(model, config), batch, config) is unused
+    assert all(p.grad is None for p in model.parameters())  # the probe leaves no gradient
