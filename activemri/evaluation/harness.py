@@ -10,16 +10,20 @@ then rebuilt from the runs.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from activemri import __version__
 from activemri._io import atomic_path, atomic_write_text
 from activemri.envs.config import build_dataset, describe_reconstructor, load_env_config
 from activemri.envs.vector import ActiveMRIVectorEnv
@@ -70,6 +74,11 @@ class EvalSettings:
             raise ValueError(f"accelerations must be >= 1, got {list(self.accelerations)}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        chosen = self.overrides.get("device")
+        if chosen is not None and self.device not in ("auto", str(chosen)):
+            raise ValueError(
+                f"device is given twice: device={self.device!r} and overrides device={chosen!r}"
+            )
         labels = [parse_policy(p).label for p in self.policies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"policy labels must be distinct, got {labels} (use LABEL=SPEC)")
@@ -127,7 +136,7 @@ class _Envs:
             "acceleration": acceleration,
             "max_slices": max_slices,
             "subset_seed": s.subset_seed,
-            "device": s.device,
+            "device": s.overrides.get("device", s.device),  # --set device= wins over auto
             "cache_slices": True,
         }
 
@@ -142,16 +151,125 @@ class _Envs:
         return self._envs[key]
 
 
+_NOT_NUMBERS = ("device", "cache_slices", "candidate_chunk", "domain_check")
+"""Env config fields that change speed or logging, not the recorded numbers."""
+
+
+def _data_identity(venv: ActiveMRIVectorEnv) -> list[list[Any]]:
+    """Name, size and modification time of every h5 file the env's data set was built from.
+
+    The split is drawn over all of them, so any change (a file edited, added or removed)
+    may change which slices are evaluated and what they hold. Sizes and mtimes rather than
+    content hashes: hashing a fastMRI split would read tens of GB on every rerun.
+    """
+    dataset = venv.sim.dataset
+    root = Path(dataset.root)
+    paths = [v.path for v in dataset.volumes] + [p for p, _ in dataset.skipped]
+    out = []
+    for path in sorted(set(paths)):
+        st = Path(path).stat()
+        out.append([str(Path(path).relative_to(root)), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _reconstructor_identity(model: Any) -> dict[str, Any]:
+    """Class, configuration and a SHA-256 of every parameter and buffer of the model."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    config = getattr(model, "config", None)
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "config": json.loads(json.dumps(config, default=str, sort_keys=True)),
+        "state_sha256": digest.hexdigest(),
+    }
+
+
+def _config_identity(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
+    """Every env config field that determines the numbers (the preset file's, too)."""
+    config = venv.config
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        if f.name in _NOT_NUMBERS:
+            continue
+        value = getattr(config, f.name)
+        if f.name == "reconstructor":
+            value = describe_reconstructor(value)
+        out[f.name] = value
+    return dict(
+        json.loads(
+            json.dumps(
+                out,
+                default=lambda o: (
+                    asdict(o) if hasattr(o, "__dataclass_fields__") else type(o).__qualname__
+                ),
+                sort_keys=True,
+            )
+        )
+    )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (several evaluations into one folder)."""
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shared(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What two policies' runs must share to be compared: all but the policy and subset."""
+    out = {k: v for k, v in identity.items() if k not in ("policy", "batch")}
+    out["env"] = {k: v for k, v in identity["env"].items() if k != "max_slices"}
+    out["config"] = {k: v for k, v in identity["config"].items() if k != "max_slices"}
+    return dict(json.loads(json.dumps(out)))
+
+
+def _changed(stored: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
+    """Top-level identity keys whose values differ."""
+    fresh = json.loads(json.dumps(identity))
+    return sorted(k for k in set(stored) | set(fresh) if stored.get(k) != fresh.get(k))
+
+
 def _run_file(out: Path, preset: str, label: str, acceleration: float) -> Path:
     return out / "runs" / _slug(Path(preset).stem) / f"{_slug(label)}@{acceleration:g}x.json"
 
 
-def _load_run(path: Path, identity: Mapping[str, Any]) -> Trajectories | None:
+def _read_run(path: Path) -> tuple[dict[str, Any], Trajectories] | None:
+    """A run file's document and trajectories, or ``None`` (with a warning) if unreadable."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        runs = Trajectories.from_dict(doc["trajectories"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.warn(f"{path}: unreadable run ({exc}); ignoring it", stacklevel=3)
+        return None
+    example = path.with_suffix(".npz")
+    if example.is_file():
+        with np.load(example) as data:
+            runs.example = {k: data[k] for k in data.files}
+    return doc, runs
+
+
+def _load_run(
+    path: Path, identity: Mapping[str, Any], log: Callable[[str], None] | None = None
+) -> Trajectories | None:
     if not path.is_file():
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("identity") != json.loads(json.dumps(identity)):
+        stored = doc.get("identity")
+        if stored != json.loads(json.dumps(identity)):
+            if log is not None:
+                changed = _changed(stored if isinstance(stored, dict) else {}, identity)
+                log(f"{path}: {', '.join(changed)} changed since it was run; running it again")
             return None
         runs = Trajectories.from_dict(doc["trajectories"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -164,11 +282,14 @@ def _load_run(path: Path, identity: Mapping[str, Any]) -> Trajectories | None:
     return runs
 
 
-def _save_run(path: Path, identity: Mapping[str, Any], runs: Trajectories) -> None:
+def _save_run(
+    path: Path, identity: Mapping[str, Any], runs: Trajectories, label: str, budget_aware: bool
+) -> None:
     if runs.example is not None:
         with atomic_path(path.with_suffix(".npz")) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, **runs.example)  # type: ignore[arg-type]
-    doc = {"identity": identity, "trajectories": runs.to_dict()}
+    doc = {"identity": identity, "label": label, "budget_aware": budget_aware,
+           "trajectories": runs.to_dict()}  # fmt: skip
     atomic_write_text(path, json.dumps(doc) + "\n")
 
 
@@ -206,6 +327,31 @@ def evaluate(
     runs: dict[tuple[str, str, float], Trajectories] = {}
     budget_aware: dict[str, bool] = {}
     env_info: dict[str, dict[str, Any]] = {}
+    bases: dict[tuple[str, float], dict[str, Any]] = {}
+    cache: dict[int, dict[str, Any]] = {}
+
+    def _base_identity(
+        venv: ActiveMRIVectorEnv, preset: str, acceleration: float, slices: int | None
+    ) -> dict[str, Any]:
+        """Everything but the policy that determines a run's numbers."""
+        if id(venv) not in cache:
+            cache[id(venv)] = {
+                "config": _config_identity(venv),
+                "data": _data_identity(venv),
+                "reconstructor": _reconstructor_identity(venv.core.reconstructor),
+            }
+        return {
+            "preset": preset,
+            "env": {
+                k: v
+                for k, v in envs.config_overrides(acceleration, slices).items()
+                if k not in _NOT_NUMBERS
+            },
+            "seed": settings.seed,
+            **cache[id(venv)],
+            "version": __version__,
+        }
+
     for preset in settings.presets:
         name = settings.label_of(preset)
         # The example figure shows a slice every policy ran on: the smallest subset's first.
@@ -225,17 +371,12 @@ def evaluate(
                 env_info.setdefault(settings.label_of(preset), _describe_env(venv))
                 identity = {
                     "policy": spec.identity(),
-                    "preset": preset,
-                    "env": {
-                        k: v
-                        for k, v in envs.config_overrides(acceleration, slices).items()
-                        if k not in ("device", "cache_slices")
-                    },
-                    "seed": settings.seed,
+                    **_base_identity(venv, preset, acceleration, slices),
                     "batch": venv.num_envs,  # a seeded random policy draws per batch
                 }
+                bases[(preset, acceleration)] = identity
                 path = _run_file(out, settings.label_of(preset), spec.label, acceleration)
-                loaded = _load_run(path, identity)
+                loaded = _load_run(path, identity, log)
                 if loaded is not None:
                     if log:
                         log(f"{spec.label} @ {acceleration:g}x on {name}: loaded {path}")
@@ -250,21 +391,88 @@ def evaluate(
                     def tick(n: int, bar: Any = bar) -> None:
                         bar.update(n)
 
-                    result = run_policy(venv, policy, seed=settings.seed, progress=tick,
-                                        example_index=example_index)  # fmt: skip
-                _save_run(path, identity, result)
+                    try:
+                        result = run_policy(venv, policy, seed=settings.seed, progress=tick,
+                                            example_index=example_index)  # fmt: skip
+                    except FloatingPointError as exc:
+                        raise FloatingPointError(
+                            f"{spec.label} @ {acceleration:g}x on {name}: {exc}"
+                        ) from exc
+                _save_run(path, identity, result, spec.label, policy.budget_aware)
                 if log:
                     log(f"{spec.label} @ {acceleration:g}x on {name}: {len(result)} slices")
                 runs[(preset, spec.label, acceleration)] = result
-    doc = build_results(settings, [s.label for s in specs], runs, budget_aware, env_info)
-    atomic_write_text(out / "results.json", json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    write_csv(out / "results.csv", settings, [s.label for s in specs], runs, budget_aware)
-    write_paired_csv(out / "paired_tests.csv", doc)
-    if plots:
-        from activemri.evaluation.plots import plot_all
+    labels = [s.label for s in specs]
+    for preset in settings.presets:  # what other policies' runs must match, at every budget
+        for acceleration in settings.accelerations:
+            if (preset, acceleration) not in bases:
+                venv = envs.get(preset, acceleration, settings.max_slices)
+                bases[(preset, acceleration)] = _base_identity(
+                    venv, preset, acceleration, settings.max_slices
+                )
+    # Another evaluation may write into this folder at the same time: the summary is
+    # rebuilt, under a lock, from every run on disk that is comparable with these.
+    with _locked(out / ".evaluate.lock"):
+        merged = _comparable_runs(out, settings, labels, bases)
+        for (preset, label, acceleration), (run, aware) in merged.items():
+            runs[(preset, label, acceleration)] = run
+            budget_aware[label] = aware
+        extra = sorted({label for _, label, _ in merged})
+        if extra and log:
+            log(f"{out}: the summary also holds {', '.join(extra)} (comparable runs on disk)")
+        labels += extra
+        doc = build_results(settings, labels, runs, budget_aware, env_info)
+        doc["merged_policies"] = extra
+        text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+        atomic_write_text(out / "results.json", text)
+        write_csv(out / "results.csv", settings, labels, runs, budget_aware)
+        write_paired_csv(out / "paired_tests.csv", doc)
+        if plots:
+            from activemri.evaluation.plots import plot_all
 
-        plot_all(doc, runs, out)
+            plot_all(doc, runs, out)
     return doc
+
+
+def _comparable_runs(
+    out: Path,
+    settings: EvalSettings,
+    labels: Sequence[str],
+    bases: Mapping[tuple[str, float], Mapping[str, Any]],
+) -> dict[tuple[str, str, float], tuple[Trajectories, bool]]:
+    """Runs of other policies in ``out/runs`` made on the same data, env and model.
+
+    A budget-aware policy is taken when it has a run at every acceleration of ``settings``,
+    any other when it has one at the largest budget (the shorter ones are its prefixes).
+    """
+    largest = min(settings.accelerations)
+    found: dict[tuple[str, str], dict[float, tuple[Trajectories, bool]]] = {}
+    for preset in settings.presets:
+        folder = out / "runs" / _slug(Path(settings.label_of(preset)).stem)
+        for path in sorted(folder.glob("*.json")):
+            read = _read_run(path)
+            if read is None:
+                continue
+            doc, run = read
+            label, identity = doc.get("label"), doc.get("identity")
+            if not isinstance(label, str) or label in labels or not isinstance(identity, dict):
+                continue
+            try:
+                acceleration = float(identity["env"]["acceleration"])
+                base = bases.get((preset, acceleration))
+                if base is None or _shared(identity) != _shared(base):
+                    continue
+            except (KeyError, TypeError, ValueError):
+                continue
+            found.setdefault((preset, label), {})[acceleration] = (run, bool(doc["budget_aware"]))
+    merged: dict[tuple[str, str, float], tuple[Trajectories, bool]] = {}
+    for (preset, label), by_acc in found.items():
+        aware = any(a for _, a in by_acc.values())
+        needed = settings.accelerations if aware else (largest,)
+        if all(float(a) in by_acc for a in needed):
+            for a in needed:
+                merged[(preset, label, float(a))] = by_acc[float(a)]
+    return merged
 
 
 def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
@@ -312,7 +520,13 @@ def format_table(doc: Mapping[str, Any], sort: Sequence[str] | None = None) -> s
             if not rows:
                 continue
             lines_end = rows[0]["lines"][-1]
-            lines.append(f"{preset}, {acceleration:g}x (ends at {lines_end:g} lines)")
+            actual = rows[0].get("actual_acceleration", acceleration)
+            lines.append(f"{preset}, {acceleration:g}x requested, {actual:.3g}x run (ends at "
+                         f"{lines_end:g} lines)")  # fmt: skip
+            dropped = {(d["file"], d["slice"]) for r in rows for d in r.get("dropped", [])}
+            if dropped:
+                lines.append(f"  {len(dropped)} slice(s) left out as unreadable or unusable "
+                             "(listed in results.json)")  # fmt: skip
             lines.append(f"  {'policy':<16}{'n':>4}  {'SSIM AUC':>20}  {'final SSIM':>20}  "
                          f"{'final PSNR':>18}  {'final NMSE':>18}")  # fmt: skip
             for r in sorted(rows, key=lambda r: -r["auc"]["ssim"]["mean"]):

@@ -11,7 +11,7 @@ import numpy as np
 from activemri._io import atomic_path
 from activemri.evaluation.runner import Trajectories
 
-__all__ = ["plot_all", "plot_curves", "plot_example", "plot_final"]
+__all__ = ["final_figure", "plot_all", "plot_curves", "plot_example", "plot_final"]
 
 
 def _pyplot() -> Any:
@@ -62,7 +62,7 @@ def plot_curves(doc: Mapping[str, Any], path: Path, metric: str = "ssim") -> Pat
                 x, mean, color=colors[r["policy"]], label=f"{r['policy']} (n={r['num_slices']})"
             )
             ax.fill_between(x, low, high, color=colors[r["policy"]], alpha=0.2, linewidth=0)
-        ax.set_title(f"{Path(preset).stem}, {acceleration:g}x")
+        ax.set_title(f"{Path(preset).stem}, {_budget_label(doc, preset, acceleration)}")
         ax.set_xlabel("lines acquired")
         ax.set_ylabel(metric.upper())
         ax.grid(alpha=0.3)
@@ -70,8 +70,21 @@ def plot_curves(doc: Mapping[str, Any], path: Path, metric: str = "ssim") -> Pat
     return _save(fig, path)
 
 
-def plot_final(doc: Mapping[str, Any], path: Path) -> Path:
-    """SSIM AUC and final SSIM per policy and budget, with 95% CI error bars."""
+def _actual(doc: Mapping[str, Any], preset: str, acceleration: float) -> float | None:
+    for r in doc["results"]:
+        if r["preset"] == preset and r["acceleration"] == acceleration:
+            return float(r.get("actual_acceleration", acceleration))
+    return None
+
+
+def _budget_label(doc: Mapping[str, Any], preset: str, acceleration: float) -> str:
+    """``4x`` requested, with the acceleration actually run (whole lines per slice)."""
+    actual = _actual(doc, preset, acceleration)
+    return f"{acceleration:g}x" if actual is None else f"{acceleration:g}x ({actual:.3g}x run)"
+
+
+def final_figure(doc: Mapping[str, Any]) -> Any:
+    """The figure of :func:`plot_final` (not saved)."""
     plt = _pyplot()
     groups = _groups(doc)
     colors = _colors(doc)
@@ -81,30 +94,47 @@ def plot_final(doc: Mapping[str, Any], path: Path) -> Path:
     ):
         labels = list(colors)
         width = 0.8 / max(1, len(labels))
+        extents: list[float] = []
         for j, label in enumerate(labels):
             xs, means, errs = [], [], []
             for g, (preset, acceleration) in enumerate(groups):
                 for r in doc["results"]:
-                    if (r["policy"], r["preset"], r["acceleration"]) == (
-                        label,
-                        preset,
-                        acceleration,
-                    ):
-                        entry = r[block]["ssim"]
-                        xs.append(g + (j - (len(labels) - 1) / 2) * width)
-                        means.append(entry["mean"])
-                        half = 0.0 if entry["ci_high"] is None else entry["ci_high"] - entry["mean"]
-                        errs.append(half)
-            ax.bar(xs, means, width, yerr=errs, color=colors[label], label=label, capsize=2)
+                    if (r["policy"], r["preset"], r["acceleration"]) != (
+                        label, preset, acceleration,
+                    ):  # fmt: skip
+                        continue
+                    entry = r[block]["ssim"]
+                    low = entry["mean"] if entry["ci_low"] is None else entry["ci_low"]
+                    high = entry["mean"] if entry["ci_high"] is None else entry["ci_high"]
+                    xs.append(g + (j - (len(labels) - 1) / 2) * width)
+                    means.append(entry["mean"])
+                    errs.append((entry["mean"] - low, high - entry["mean"]))
+                    extents += [low, high]
+            yerr = np.array(errs, dtype=float).T if errs else None
+            ax.bar(xs, means, width, yerr=yerr, color=colors[label], label=label, capsize=2)
         ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([f"{Path(p).stem}\n{a:g}x" for p, a in groups])
+        ax.set_xticklabels(
+            [f"{Path(p).stem}\n{_budget_label(doc, p, a)}" for p, a in groups], fontsize=8
+        )
         ax.set_title(title)
-        lows = [r[block]["ssim"]["mean"] for r in doc["results"]]
-        if lows:
-            ax.set_ylim(max(0.0, min(lows) - 0.05), min(1.0, max(lows) + 0.03))
+        ax.set_ylabel(f"{title} (mean, 95% CI)")
+        if extents:  # the whole error bars, with a margin
+            span = max(extents) - min(extents)
+            margin = max(0.02, 0.1 * span)
+            ax.set_ylim(max(0.0, min(extents) - margin), min(1.0, max(extents) + margin))
         ax.grid(axis="y", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    handles, names = axes[1].get_legend_handles_labels()
+    fig.tight_layout(rect=(0.0, 0.0, 0.84, 1.0))
+    fig.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(0.85, 0.5))
+    return fig
+
+
+def plot_final(doc: Mapping[str, Any], path: Path) -> Path:
+    """SSIM AUC and final SSIM per policy and budget, with 95% CI error bars.
+
+    The y axis covers every error bar; the legend sits to the right of both panels.
+    """
+    return _save(final_figure(doc), path)
 
 
 def plot_example(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) -> Path:

@@ -14,8 +14,11 @@ Schema (``"schema": "activemri.evaluation/1"``)::
                        domain_check}},  # null, or the reconstructor-vs-zero-filled check
                                         # (activemri.recon_models.domain) on this data
       "results": [                 # one per policy x preset x acceleration
-        {"policy": str, "preset": label, "acceleration": float, "budget_aware": bool,
-         "num_slices": int,
+        {"policy": str, "preset": label, "acceleration": float,   # as requested
+         "actual_acceleration": float,   # mean over slices of measured / acquired lines at
+                                         # the end (whole lines: 16x of 334 lines is 15.9x)
+         "budget_aware": bool, "num_slices": int,
+         "dropped": [{"file", "slice", "reason"}],   # slices left out: unreadable, NaN, ...
          "lines": [float],         # mean lines acquired at each record (initial mask first)
          "n": [int],               # slices with that record
          "curves": {metric: {"mean": [..], "ci_low": [..], "ci_high": [..]}},
@@ -89,7 +92,8 @@ def _episode_end(valid_lines: int, initial: int, acceleration: float) -> int:
 def truncate(runs: Trajectories, acceleration: float) -> Trajectories:
     """The trajectories as an episode at ``acceleration`` would have ended them."""
     out = Trajectories(files=list(runs.files), slices=list(runs.slices),
-                       valid_lines=list(runs.valid_lines), example=runs.example)  # fmt: skip
+                       valid_lines=list(runs.valid_lines), example=runs.example,
+                       dropped=list(runs.dropped))  # fmt: skip
     for i, lines in enumerate(runs.lines):
         end = _episode_end(runs.valid_lines[i], lines[0], acceleration)
         keep = sum(1 for x in lines if x <= end)
@@ -184,8 +188,11 @@ def build_results(
                              "ci_high": [_num(x) for x in high]}  # fmt: skip
                 auc[m] = _summary(slice_aucs(run, m))
                 final[m] = _summary(np.array([r[-1] for r in run.metrics[m]]))
+            actual = float(np.mean([v / r[-1] for v, r in zip(run.valid_lines, run.lines,
+                                                              strict=True)]))  # fmt: skip
             results.append({
                 "policy": label, "preset": preset, "acceleration": float(acceleration),
+                "actual_acceleration": actual, "dropped": list(run.dropped),
                 "budget_aware": bool(budget_aware[label]), "num_slices": len(run),
                 "lines": [float(x) for x in mean_lines], "n": [int(x) for x in n],
                 "curves": curves, "auc": auc, "final": final,
@@ -232,8 +239,8 @@ def validate_results(doc: Mapping[str, Any]) -> None:
         _require(isinstance(doc["conventions"].get(key), str), f"conventions.{key} missing")
     for r in doc["results"]:
         where = f"result {r.get('policy')}/{r.get('preset')}/{r.get('acceleration')}"
-        for key in ("policy", "preset", "acceleration", "num_slices", "lines", "n", "curves",
-                    "auc", "final", "budget_aware"):  # fmt: skip
+        for key in ("policy", "preset", "acceleration", "actual_acceleration", "num_slices",
+                    "lines", "n", "curves", "auc", "final", "budget_aware", "dropped"):  # fmt: skip
             _require(key in r, f"{where}: missing {key!r}")
         _require(r["preset"] in doc["envs"], f"{where}: preset not described in envs")
         t = len(r["lines"])

@@ -30,6 +30,8 @@ class Trajectories:
         metrics: Per metric of :data:`RECORDED_METRICS`, per slice, the value at each record.
         example: The first slice's ``target``, final ``reconstruction`` (both divided by the
             observation scale) and final ``mask``, for figures; ``None`` if not kept.
+        dropped: Slices left out because they could not be read or held unusable values:
+            ``{"file", "slice", "reason"}`` each.
     """
 
     files: list[str] = field(default_factory=list)
@@ -40,6 +42,7 @@ class Trajectories:
         default_factory=lambda: {m: [] for m in RECORDED_METRICS}
     )
     example: dict[str, np.ndarray] | None = None
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,6 +59,7 @@ class Trajectories:
             "valid_lines": self.valid_lines,
             "lines": self.lines,
             "metrics": self.metrics,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -69,6 +73,10 @@ class Trajectories:
             metrics={
                 m: [[float(x) for x in row] for row in doc["metrics"][m]] for m in RECORDED_METRICS
             },
+            dropped=[
+                {"file": str(d["file"]), "slice": int(d["slice"]), "reason": str(d["reason"])}
+                for d in doc.get("dropped", [])
+            ],
         )
 
 
@@ -124,7 +132,15 @@ def run_policy(
     finished: list[tuple[Episode, dict[str, list[Any]]]] = []
     while any(active):
         actions = policy.act(obs, state)
-        obs, _, terminated, _, info = venv.torch_step(actions, check=False)
+        try:
+            obs, _, terminated, _, info = venv.torch_step(actions, check=False)
+        except FloatingPointError as exc:
+            playing = ", ".join(
+                f"{e.meta.file.name} slice {e.meta.slice_index}"
+                for e, on in zip(episodes, active, strict=True)
+                if on
+            )
+            raise FloatingPointError(f"{exc}; slices in play: {playing}") from exc
         state = sim.require_state()
         current = _records(info)
         if "final_info" not in info:
@@ -156,6 +172,10 @@ def run_policy(
         policy.begin(ended, [episodes[row] for row in ended], state)
     finished.sort(key=lambda item: item[0].dataset_index)
     out = Trajectories(example=example if len(example) == 3 else None)
+    for index, reason in sorted(sim.bad_slices.items()):
+        meta = sim.dataset.slice_meta(index)
+        out.dropped.append({"file": meta.file.name, "slice": int(meta.slice_index),
+                            "reason": reason})  # fmt: skip
     for episode, records in finished:
         out.files.append(episode.meta.file.name)
         out.slices.append(int(episode.meta.slice_index))
