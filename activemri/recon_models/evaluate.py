@@ -13,7 +13,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from activemri.data import SliceDataset, SliceSample
 from activemri.kspace import zero_filled
-from activemri.masks import make_mask, volume_seed
+from activemri.masks import (
+    FASTMRI_MASK_TYPES,
+    MASK_TYPES,
+    fastmri_volume_seed,
+    make_mask,
+    volume_seed,
+)
 from activemri.metrics import ssim
 from activemri.recon_models.base import Reconstructor
 
@@ -108,8 +114,27 @@ def collate_masked(items: list[dict[str, Any]]) -> MaskedBatch:
     )
 
 
-def fixed_mask_rule(mask_type: str, acceleration: float) -> Any:
-    """A mask rule acquiring ``round(valid / A)`` lines with fastMRI's ACS fraction."""
+def fixed_mask_rule(mask_type: str, acceleration: float, fastmri_seeding: bool = False) -> Any:
+    """A mask rule acquiring ``round(valid / A)`` lines with fastMRI's ACS fraction.
+
+    A ``fastmri_*`` type (:data:`~activemri.masks.FASTMRI_MASK_TYPES`) draws fastMRI's own
+    mask instead: center fraction ``0.32 / A`` (fastMRI's 0.08 at 4x, 0.04 at 8x) of the full
+    width, acceleration ``A``, then the padded columns zeroed (as fastMRI's VarNet transform
+    does). With ``fastmri_seeding`` its seed is fastMRI's per-volume seed
+    (:func:`~activemri.masks.fastmri_volume_seed`), so every volume gets exactly the mask
+    fastMRI's data transforms give it, whatever the rule's generator; otherwise the seed is
+    drawn from the generator.
+    """
+    if mask_type in FASTMRI_MASK_TYPES:
+        return _fastmri_mask_rule(mask_type, acceleration, fastmri_seeding)
+    if fastmri_seeding:
+        raise ValueError(
+            f"fastMRI seeding needs a fastMRI mask type ({', '.join(FASTMRI_MASK_TYPES)}), "
+            f"got {mask_type!r}"
+        )
+    if mask_type not in MASK_TYPES:
+        choices = [*MASK_TYPES, *FASTMRI_MASK_TYPES]
+        raise ValueError(f"unknown mask type {mask_type!r}; choose from {choices}")
 
     def rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
@@ -117,6 +142,24 @@ def fixed_mask_rule(mask_type: str, acceleration: float) -> Any:
         acs = default_acs_lines(n_valid, acceleration)
         lines = max(acs, round(n_valid / acceleration))
         return make_mask(mask_type, len(valid), lines, acs, rng, valid)
+
+    return rule
+
+
+def _fastmri_mask_rule(mask_type: str, acceleration: float, fastmri_seeding: bool) -> Any:
+    if not acceleration >= 1:  # also NaN
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+    mask_func = FASTMRI_MASK_TYPES[mask_type]([0.32 / acceleration], [acceleration])
+
+    def rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        seed: int | tuple[int, ...] = (
+            fastmri_volume_seed(sample.meta.file.name)
+            if fastmri_seeding
+            else int(rng.integers(2**32))
+        )
+        mask, num_low = mask_func(sample.kspace.shape[-1], seed=seed)
+        valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
+        return mask & valid, num_low
 
     return rule
 
@@ -246,6 +289,7 @@ def evaluate_reconstructor(
     batch_size: int = 16,
     max_slices: int | None = None,
     per_image: bool = False,
+    fastmri_seeding: bool = False,
 ) -> dict[str, Any]:
     """SSIM/PSNR/NMSE of ``model`` and of zero-filled on the same seeded masks.
 
@@ -266,7 +310,10 @@ def evaluate_reconstructor(
     Args:
         model: The reconstructor (put in eval mode here).
         dataset: Slices with targets.
-        mask_type: ``random``, ``equispaced`` or ``low_to_high``.
+        mask_type: A key of :data:`~activemri.masks.MASK_TYPES` (``random``,
+            ``equispaced``, ``low_to_high``, ...) or of
+            :data:`~activemri.masks.FASTMRI_MASK_TYPES` (fastMRI's own masks, bit-identical;
+            see :func:`fixed_mask_rule`).
         acceleration: ``A``.
         seed: Mask seed.
         device: Where to run.
@@ -274,6 +321,8 @@ def evaluate_reconstructor(
         max_slices: Evaluate the first ``max_slices`` slices only (the last volume may then
             count with part of its slices).
         per_image: Also return every slice's figures under ``images``.
+        fastmri_seeding: Seed each volume's mask as fastMRI does (``seed`` is then unused;
+            needs a fastMRI mask type).
 
     Returns:
         A JSON-ready dict: per method (``model``, ``zero_filled``) the mean and std over
@@ -282,7 +331,8 @@ def evaluate_reconstructor(
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    masked = MaskedSlices(dataset, fixed_mask_rule(mask_type, acceleration), seed, per_volume=True)
+    rule = fixed_mask_rule(mask_type, acceleration, fastmri_seeding)
+    masked = MaskedSlices(dataset, rule, seed, per_volume=True)
     count = len(masked) if max_slices is None else min(max_slices, len(masked))
     volumes: dict[str, dict[str, _VolumeSums]] = {"model": {}, "zero_filled": {}}
     rows: list[dict[str, Any]] = []
@@ -324,6 +374,7 @@ def evaluate_reconstructor(
             })  # fmt: skip
     result: dict[str, Any] = {
         "mask_type": mask_type, "acceleration": acceleration, "seed": seed,
+        "fastmri_seeding": fastmri_seeding,
         "num_slices": count, "num_volumes": len(volumes["model"]),
         "data_range": "volume max (h5 attribute 'max')", "ssim_window": 7,
         "aggregation": "per volume (fastMRI), mean and std over volumes; per_image_ssim over "
