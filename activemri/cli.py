@@ -1,8 +1,10 @@
 """The ``activemri`` command line.
 
 Each subcommand is a thin layer over a library function; ``activemri COMMAND --help`` says
-what it does. Exit status: 0 on success, 1 when a check finds problems, 2 on bad usage or
-bad input (with a one-line error, no traceback).
+what it does. Exit status: 0 on success; 1 when a check finds problems or the data are
+unusable (a damaged or absurd slice, no readable slice); 2 on bad usage or bad input (a
+missing or malformed file, an invalid setting); 3 on an unexpected error, which is a bug.
+Failures print one line, ``activemri: error: ...``; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from activemri import __version__
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "describe_failure", "main"]
 
 
 class CommandError(Exception):
@@ -45,6 +47,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def _acceleration(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number >= 1 (measured lines / acquired lines), got {text}"
+        )
+    return value
+
+
 def _data_make(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -65,15 +88,19 @@ def _data_make(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
         try:
-            paths = make_builtin(args.out, spec, seed=args.seed, progress=progress)
+            paths = make_builtin(args.out, spec, seed=args.seed, progress=progress,
+                                 overwrite=args.overwrite, log=tqdm.write)  # fmt: skip
+        except FileExistsError as exc:
+            message = str(exc).replace("overwrite=True (--overwrite)", "--overwrite")
+            raise CommandError(message) from exc
         except MissingDataDependency as exc:
             raise CommandError(str(exc)) from exc
     elapsed = time.perf_counter() - start
     kind = "single-coil" if spec.num_coils == 1 else f"{spec.num_coils}-coil"
     print(
-        f"wrote {len(paths)} volumes x {spec.slices_per_volume} slices ({kind}, k-space "
+        f"{args.out}: {len(paths)} volumes x {spec.slices_per_volume} slices ({kind}, k-space "
         f"{spec.kspace_shape[0]}x{spec.kspace_shape[1]}, targets "
-        f"{spec.recon_size[0]}x{spec.recon_size[1]}) to {args.out} in {elapsed:.1f} s"
+        f"{spec.recon_size[0]}x{spec.recon_size[1]}) complete in {elapsed:.1f} s"
     )
     return 0
 
@@ -103,7 +130,8 @@ def _recon_train(args: argparse.Namespace) -> int:
     out = args.out or f"outputs/{Path(args.preset).stem}"
     try:
         result = train(args.preset, out, data=args.data, device=args.device, resume=args.resume,
-                       overrides=overrides, progress=not args.quiet)  # fmt: skip
+                       overwrite=args.overwrite, overrides=overrides,
+                       progress=not args.quiet)  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     if result["history"]:
@@ -153,6 +181,7 @@ def _recon_eval(args: argparse.Namespace) -> int:
         result = evaluate_reconstructor(
             model, dataset, args.mask_type, args.acceleration, seed=args.seed,
             device=args.device, batch_size=args.batch_size, max_slices=args.max_slices,
+            fastmri_seeding=args.fastmri_seeding,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
@@ -435,13 +464,16 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``activemri`` command."""
     from activemri.data.builtin import PRESETS
-    from activemri.masks import MASK_TYPES
+    from activemri.masks import FASTMRI_MASK_TYPES, MASK_TYPES
 
     parser = argparse.ArgumentParser(
         prog="activemri",
         description="Active MRI acquisition: simulator, reconstructors, policies, evaluation.",
     )
     parser.add_argument("--version", action="version", version=f"activemri {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on failure show the traceback instead of a one-line error "
+                        "(accepted anywhere on the command line)")  # fmt: skip
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     data = commands.add_parser(
@@ -472,7 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     make.add_argument("--preset", default="default", choices=sorted(PRESETS), help="data preset")
     make.add_argument("--out", required=True, help="output folder")
-    make.add_argument("--seed", type=int, default=0, help="data-set seed (default 0)")
+    make.add_argument("--seed", type=_seed, default=0, help="data-set seed, >= 0 (default 0)")
+    make.add_argument("--overwrite", action="store_true",
+                      help="delete h5 files in OUT that are not volumes of this data set "
+                      "(otherwise such a folder is refused)")  # fmt: skip
     make.add_argument("--coils", type=_positive_int, help="number of coils (1 = single-coil)")
     make.add_argument("--volumes", type=_positive_int, help="number of volumes")
     make.add_argument("--slices", type=_positive_int, help="slices per volume")
@@ -513,6 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", help="data folder or builtin:PRESET (default: the preset's)")
     tr.add_argument("--out", help="output folder (default outputs/PRESET_NAME)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace the run in OUT (without --resume or --overwrite a folder that "
+                    "holds one is refused)")  # fmt: skip
     tr.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     tr.add_argument("--seed", type=int, help="override the preset's seed")
     tr.add_argument("--epochs", type=_positive_int, help="override the number of epochs")
@@ -537,11 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_model_and_data(ev, default_split="test")
-    ev.add_argument("--mask-type", default="random", choices=sorted(MASK_TYPES), help="mask")
-    ev.add_argument("--acceleration", type=float, default=4.0, help="acceleration (default 4)")
+    ev.add_argument("--mask-type", default="random", help="mask",
+                    choices=[*sorted(MASK_TYPES), *FASTMRI_MASK_TYPES])  # fmt: skip
+    ev.add_argument("--acceleration", type=_acceleration, default=4.0,
+                    help="acceleration, >= 1 (default 4)")  # fmt: skip
     ev.add_argument("--seed", type=int, default=0, help="mask seed")
+    ev.add_argument("--fastmri-seeding", action="store_true",
+                    help="seed each volume's mask from its file name as fastMRI does, so "
+                         "fastmri_* mask types give fastMRI's exact masks (--seed "
+                         "unused)")  # fmt: skip
     ev.add_argument("--device", default="cpu", help="cpu or cuda")
-    ev.add_argument("--batch-size", type=_positive_int, default=16)
+    ev.add_argument("--batch-size", type=_positive_int, default=16,
+                    help="slices per forward (default 16)")  # fmt: skip
     ev.add_argument("--max-slices", type=_positive_int, help="evaluate the first N slices")
     ev.add_argument("--json", help="write the results to this JSON file")
     ev.set_defaults(func=_recon_eval)
@@ -610,7 +655,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training slices in the sample (default 16)")  # fmt: skip
     learn.add_argument("--max-lines", type=_positive_int,
                        help="lines at the end (default: the preset's episode end)")  # fmt: skip
-    learn.add_argument("--metric", default="ssim", choices=["ssim", "psnr", "nmse", "mse"])
+    learn.add_argument("--metric", default="ssim", choices=["ssim", "psnr", "nmse", "mse"],
+                       help="score to maximize (default ssim)")  # fmt: skip
     learn.add_argument("--seed", type=int, default=0, help="seed of the slice sample")
     learn.add_argument("--device", help="cpu or cuda (default: the preset's)")
     learn.add_argument(
@@ -628,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare policies x env presets x budgets, with CIs, paired tests and plots",
         description=(
             "Play every policy on the slices of a split (batched, sequential order) and record "
-            "SSIM/PSNR/NMSE after every acquired line. Writes OUT/results.json (mean and 95%% CI "
+            "SSIM/PSNR/NMSE after every acquired line. Writes OUT/results.json (mean and 95% CI "
             "per line, normalized SSIM AUC, final metrics, conventions), OUT/results.csv (long "
             "format), OUT/paired_tests.csv (Wilcoxon signed-rank on per-slice SSIM AUC, Holm-"
             "corrected) and PNG plots. Every run is saved in OUT/runs/ and skipped when rerun "
@@ -686,7 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=["builtin", "knee"], help="data sizes")  # fmt: skip
     bench.add_argument("--reconstructors", nargs="+", default=["zero_filled", "unet"],
                        choices=["zero_filled", "unet"], help="reconstructors")  # fmt: skip
-    bench.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=[1, 16, 64])
+    bench.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=[1, 16, 64],
+                       help="episodes per batched step (default 1 16 64)")  # fmt: skip
     bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per row")
     bench.add_argument("--no-reference", action="store_true", help="skip the reference")
     bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
@@ -695,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_eval_options(ev: argparse.ArgumentParser, accelerations: Sequence[float]) -> None:
-    ev.add_argument("--accelerations", nargs="+", type=float, default=list(accelerations),
+    ev.add_argument("--accelerations", nargs="+", type=_acceleration, default=list(accelerations),
                     help="budgets as accelerations (default "
                     f"{' '.join(f'{a:g}' for a in accelerations)})")  # fmt: skip
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
@@ -707,7 +754,9 @@ def _add_eval_options(ev: argparse.ArgumentParser, accelerations: Sequence[float
     ev.add_argument("--subset-seed", type=int, default=0, help="seed of the subsets")
     ev.add_argument("--seed", type=int, default=0, help="seed of the policies and resets")
     ev.add_argument("--batch-size", type=_positive_int, default=16, help="episodes at once")
-    ev.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ev.add_argument("--device", default="auto",
+                    help="auto, cpu or cuda (--set device=... does the same; giving both, "
+                    "differently, is an error)")  # fmt: skip
     ev.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="env config override for every preset (e.g. data_root=/data/knee)",
@@ -775,6 +824,44 @@ def _add_agent_parser(commands: Any) -> None:
     ev.set_defaults(func=_agent_eval)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def describe_failure(exc: BaseException) -> tuple[int, str]:
+    """The exit status and one-line message the CLI gives for an exception.
+
+    Args:
+        exc: What a subcommand raised.
+
+    Returns:
+        ``(status, message)``: 1 for unusable data, 2 for bad usage or input (including
+        missing files, unreadable checkpoints, invalid settings, non-finite results and
+        missing optional packages), 3 for anything else (a bug).
+    """
+    import zipfile
+
+    from activemri.data.dataset import CorruptSliceError, InvalidVolumeError
+    from activemri.envs.simulator import NoReadableSliceError
+
+    data_errors = (CorruptSliceError, InvalidVolumeError, NoReadableSliceError)
+    if isinstance(exc, data_errors) or isinstance(exc.__cause__, data_errors):
+        return 1, _one_line(str(exc))
+    if isinstance(exc, CommandError):
+        return 2, _one_line(str(exc))
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        return 2, _one_line(f"{exc.filename}: {exc.strerror}")
+    expected = (ValueError, OSError, FloatingPointError, RuntimeError, ImportError, EOFError,
+                zipfile.BadZipFile)  # fmt: skip
+    gym_error = getattr(sys.modules.get("gymnasium.error"), "Error", None)
+    if isinstance(exc, expected) or (gym_error is not None and isinstance(exc, gym_error)):
+        return 2, _one_line(str(exc) or type(exc).__name__)
+    return 3, _one_line(
+        f"unexpected {type(exc).__name__}: {exc} (this is a bug in activemri: rerun with "
+        "--debug for the traceback and report it)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``activemri`` command line.
 
@@ -782,15 +869,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
 
     Returns:
-        The exit status.
+        The exit status (see the module docstring).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the subcommand.
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:end]:
+        argv = ["--debug", *[a for i, a in enumerate(argv) if not (a == "--debug" and i < end)]]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         status: int = args.func(args)
-    except CommandError as exc:
-        print(f"activemri: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        status, message = describe_failure(exc)
+        print(f"activemri: error: {message}", file=sys.stderr)
     return status
 
 

@@ -31,7 +31,7 @@ def test_data_make_and_check(tmp_path, capsys):
         == 0
     )
     assert sorted(p.name for p in out.glob("*.h5")) == ["vol00000.h5", "vol00001.h5"]
-    assert "wrote 2 volumes x 2 slices (2-coil" in capsys.readouterr().out
+    assert ": 2 volumes x 2 slices (2-coil" in capsys.readouterr().out
     assert main(["data", "check", str(out)]) == 0
     text = capsys.readouterr().out
     assert "files: 2 (2 valid, 0 broken), slices: 4" in text and "coils: {2: 2}" in text

@@ -176,9 +176,16 @@ def _read_preset(preset: str | Path) -> tuple[dict[str, Any], Path]:
     if path.suffix not in (".yaml", ".yml"):
         path = preset_dir() / f"{preset}.yaml"
     if not path.is_file():
+        from activemri.envs.registration import ENV_IDS
+
+        if str(preset) in ENV_IDS:  # a registered id names its preset
+            return _read_preset(ENV_IDS[str(preset)])
+        names = sorted(p.stem for p in preset_dir().glob("*.yaml"))
         raise FileNotFoundError(
-            f"env preset {path} does not exist (presets live in {preset_dir()}; set "
-            "ACTIVEMRI_ENV_PRESETS to use another folder)"
+            f"env preset {path} does not exist: use a YAML path, a preset name "
+            f"({', '.join(names)}) or a registered id ({', '.join(sorted(ENV_IDS))}); "
+            f"presets live in {preset_dir()} "
+            "(ACTIVEMRI_ENV_PRESETS selects another folder)"
         )
     data = read_yaml(path)
     if not isinstance(data, dict):
