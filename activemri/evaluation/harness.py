@@ -151,16 +151,22 @@ class _Envs:
         return self._envs[key]
 
 
-_NOT_NUMBERS = ("device", "cache_slices", "candidate_chunk", "domain_check")
-"""Env config fields that change speed or logging, not the recorded numbers."""
+_NOT_NUMBERS = ("device", "cache_slices", "candidate_chunk", "domain_check", "source",
+                "description", "cache_dir")  # fmt: skip
+"""Env config fields that change speed, logging or where things are, not the numbers.
+
+Where the preset file or the built-in data cache lives does not matter: the config's values
+and the data files' identity are keyed instead.
+"""
 
 
 def _data_identity(venv: ActiveMRIVectorEnv) -> list[list[Any]]:
-    """Name, size and modification time of every h5 file the env's data set was built from.
+    """Path (relative to the data root), size and mtime of every h5 file of the split.
 
-    The split is drawn over all of them, so any change (a file edited, added or removed)
-    may change which slices are evaluated and what they hold. Sizes and mtimes rather than
-    content hashes: hashing a fastMRI split would read tens of GB on every rerun.
+    The split's volumes and the files that could not be opened at all: a file edited
+    (rewriting it changes its mtime), or added or removed so that the split changes, changes
+    this list. Sizes and mtimes rather than content hashes: hashing a fastMRI split would
+    read tens of GB on every rerun.
     """
     dataset = venv.sim.dataset
     root = Path(dataset.root)
@@ -205,13 +211,22 @@ def _config_identity(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
         json.loads(
             json.dumps(
                 out,
-                default=lambda o: (
-                    asdict(o) if hasattr(o, "__dataclass_fields__") else type(o).__qualname__
-                ),
+                default=_jsonable,
                 sort_keys=True,
             )
         )
     )
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON stand-in for a config value: dataclasses by fields, paths and the rest as text."""
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 @contextlib.contextmanager
@@ -234,9 +249,20 @@ def _shared(identity: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _changed(stored: Mapping[str, Any], identity: Mapping[str, Any]) -> list[str]:
-    """Top-level identity keys whose values differ."""
+    """Top-level identity keys whose values differ, with the data files that did."""
     fresh = json.loads(json.dumps(identity))
-    return sorted(k for k in set(stored) | set(fresh) if stored.get(k) != fresh.get(k))
+    out = []
+    for key in sorted(set(stored) | set(fresh)):
+        if stored.get(key) == fresh.get(key):
+            continue
+        if key == "data" and isinstance(stored.get(key), list):
+            old = {str(row[0]): row[1:] for row in stored[key] if isinstance(row, list) and row}
+            new = {str(row[0]): row[1:] for row in fresh[key]}
+            files = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            key = f"data ({shown})" if files else key
+        out.append(key)
+    return out
 
 
 def _run_file(out: Path, preset: str, label: str, acceleration: float) -> Path:
@@ -400,7 +426,9 @@ def evaluate(
                         ) from exc
                 _save_run(path, identity, result, spec.label, policy.budget_aware)
                 if log:
-                    log(f"{spec.label} @ {acceleration:g}x on {name}: {len(result)} slices")
+                    dropped = f", {len(result.dropped)} dropped" if result.dropped else ""
+                    log(f"{spec.label} @ {acceleration:g}x on {name}: {len(result)} slices"
+                        f"{dropped}, ran {venv.actual_acceleration:.3g}x")  # fmt: skip
                 runs[(preset, spec.label, acceleration)] = result
     labels = [s.label for s in specs]
     for preset in settings.presets:  # what other policies' runs must match, at every budget
@@ -413,13 +441,17 @@ def evaluate(
     # Another evaluation may write into this folder at the same time: the summary is
     # rebuilt, under a lock, from every run on disk that is comparable with these.
     with _locked(out / ".evaluate.lock"):
-        merged = _comparable_runs(out, settings, labels, bases)
+        other: list[str] = []
+        merged = _comparable_runs(out, settings, labels, bases, other)
         for (preset, label, acceleration), (run, aware) in merged.items():
             runs[(preset, label, acceleration)] = run
             budget_aware[label] = aware
         extra = sorted({label for _, label, _ in merged})
         if extra and log:
             log(f"{out}: the summary also holds {', '.join(extra)} (comparable runs on disk)")
+        if other and log:
+            log(f"{out}: left out of the summary, made on other data or settings: "
+                f"{', '.join(other)}")  # fmt: skip
         labels += extra
         doc = build_results(settings, labels, runs, budget_aware, env_info)
         doc["merged_policies"] = extra
@@ -439,11 +471,14 @@ def _comparable_runs(
     settings: EvalSettings,
     labels: Sequence[str],
     bases: Mapping[tuple[str, float], Mapping[str, Any]],
+    other: list[str] | None = None,
 ) -> dict[tuple[str, str, float], tuple[Trajectories, bool]]:
     """Runs of other policies in ``out/runs`` made on the same data, env and model.
 
     A budget-aware policy is taken when it has a run at every acceleration of ``settings``,
     any other when it has one at the largest budget (the shorter ones are its prefixes).
+    The run files of other policies that do not qualify are appended to ``other`` (by
+    file name), so the caller can say what the summary leaves out.
     """
     largest = min(settings.accelerations)
     found: dict[tuple[str, str], dict[float, tuple[Trajectories, bool]]] = {}
@@ -460,9 +495,12 @@ def _comparable_runs(
             try:
                 acceleration = float(identity["env"]["acceleration"])
                 base = bases.get((preset, acceleration))
-                if base is None or _shared(identity) != _shared(base):
-                    continue
+                comparable = base is not None and _shared(identity) == _shared(base)
             except (KeyError, TypeError, ValueError):
+                comparable = False
+            if not comparable:
+                if other is not None and _acceleration_of(identity) in settings.accelerations:
+                    other.append(path.name)
                 continue
             found.setdefault((preset, label), {})[acceleration] = (run, bool(doc["budget_aware"]))
     merged: dict[tuple[str, str, float], tuple[Trajectories, bool]] = {}
@@ -475,8 +513,17 @@ def _comparable_runs(
     return merged
 
 
+def _acceleration_of(identity: Mapping[str, Any]) -> float | None:
+    """The acceleration a run file's identity was run at, if it says."""
+    try:
+        return float(identity["env"]["acceleration"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
     config = venv.config
+    dataset = venv.sim.dataset
     scenario = asdict(config.scenario)
     scenario.pop("acceleration", None)
     scenario.pop("budget", None)
@@ -490,6 +537,10 @@ def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
         "recon_size": list(venv.sim.recon_size),
         "scenario": scenario,
         "domain_check": venv.sim.domain_check,
+        # Whole files of the data folder that could not be opened (each also warned about).
+        "skipped_files": [
+            {"file": Path(path).name, "reason": reason} for path, reason in dataset.skipped
+        ],
     }
 
 
@@ -499,13 +550,13 @@ def write_paired_csv(path: Path, doc: Mapping[str, Any]) -> None:
     import io
 
     buffer = io.StringIO()
-    columns = ["preset", "acceleration", "metric", "a", "b", "n", "mean_difference", "ci_low",
-               "ci_high", "median_difference", "wins", "statistic", "p_value", "p_holm",
-               "significant", "better"]  # fmt: skip
+    columns = ["preset", "acceleration", "actual_acceleration", "metric", "a", "b", "n",
+               "mean_difference", "ci_low", "ci_high", "median_difference", "wins",
+               "statistic", "p_value", "p_holm", "significant", "better"]  # fmt: skip
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in doc["paired_tests"]:
-        writer.writerow({k: row[k] for k in columns})
+        writer.writerow({k: row.get(k) for k in columns})
     atomic_write_text(path, buffer.getvalue())
 
 
@@ -520,20 +571,25 @@ def format_table(doc: Mapping[str, Any], sort: Sequence[str] | None = None) -> s
             if not rows:
                 continue
             lines_end = rows[0]["lines"][-1]
-            actual = rows[0].get("actual_acceleration", acceleration)
-            lines.append(f"{preset}, {acceleration:g}x requested, {actual:.3g}x run (ends at "
+            # Policies on different subsets may end at slightly different accelerations.
+            ran = sorted({f"{r.get('actual_acceleration', acceleration):.3g}x" for r in rows},
+                         key=lambda t: float(t[:-1]))  # fmt: skip
+            actual = ran[0] if len(ran) == 1 else f"{ran[0]}-{ran[-1]}"
+            lines.append(f"{preset}, {acceleration:g}x requested, {actual} run (ends at "
                          f"{lines_end:g} lines)")  # fmt: skip
             dropped = {(d["file"], d["slice"]) for r in rows for d in r.get("dropped", [])}
             if dropped:
                 lines.append(f"  {len(dropped)} slice(s) left out as unreadable or unusable "
                              "(listed in results.json)")  # fmt: skip
-            lines.append(f"  {'policy':<16}{'n':>4}  {'SSIM AUC':>20}  {'final SSIM':>20}  "
-                         f"{'final PSNR':>18}  {'final NMSE':>18}")  # fmt: skip
+            lines.append(f"  {'policy':<16}{'n':>4}  {'ran':>6}  {'SSIM AUC':>20}  "
+                         f"{'final SSIM':>20}  {'final PSNR':>18}  {'final NMSE':>18}")  # fmt: skip
             for r in sorted(rows, key=lambda r: -r["auc"]["ssim"]["mean"]):
                 cells = [_ci(r["auc"]["ssim"], 4), _ci(r["final"]["ssim"], 4),
                          _ci(r["final"]["psnr"], 2), _ci(r["final"]["nmse"], 4)]  # fmt: skip
-                lines.append(f"  {r['policy']:<16}{r['num_slices']:>4}  {cells[0]:>20}  "
-                             f"{cells[1]:>20}  {cells[2]:>18}  {cells[3]:>18}")  # fmt: skip
+                ran_x = f"{r.get('actual_acceleration', acceleration):.3g}x"
+                lines.append(f"  {r['policy']:<16}{r['num_slices']:>4}  {ran_x:>6}  "
+                             f"{cells[0]:>20}  {cells[1]:>20}  {cells[2]:>18}  "
+                             f"{cells[3]:>18}")  # fmt: skip
             tests = [t for t in doc["paired_tests"]
                      if t["preset"] == preset and t["acceleration"] == acceleration]  # fmt: skip
             if tests:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from activemri.agents.learned_mask import check_ordering_context, load_ordering
+from activemri.agents.learned_mask import SHIPPED_ORDERING, check_ordering_context, load_ordering
 from activemri.agents.policies import (
     FixedMaskPolicy,
     GreedyOraclePolicy,
@@ -92,11 +92,19 @@ class PolicySpec:
     def identity(self) -> dict[str, str]:
         """What makes two runs of this policy the same: the spec and the named file's hash.
 
-        A changed ordering or checkpoint behind the same spec thus invalidates saved runs.
+        A changed ordering or checkpoint behind the same spec thus invalidates saved runs;
+        plain ``learned`` hashes the shipped ordering it reads.
         """
         out = {"spec": self.spec}
-        if self.arg is not None and Path(self.arg).is_file():
-            out["sha256"] = hashlib.sha256(Path(self.arg).read_bytes()).hexdigest()
+        file = Path(self.arg) if self.arg is not None else None
+        if self.name == "learned" and file is None:
+            file = SHIPPED_ORDERING
+        if file is not None and file.is_file():
+            digest = hashlib.sha256()
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out["sha256"] = digest.hexdigest()
         return out
 
     def build(self, venv: ActiveMRIVectorEnv, seed: int) -> Policy:

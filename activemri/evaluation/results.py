@@ -11,8 +11,9 @@ Schema (``"schema": "activemri.evaluation/1"``)::
       "conventions": {name: str}   # SSIM window, data range, crop, AUC, CI, paired tests
       "envs": {label: {data, split, split_seed, reconstructor, reconstructor_class,
                        kspace_shape, recon_size, scenario,
-                       domain_check}},  # null, or the reconstructor-vs-zero-filled check
-                                        # (activemri.recon_models.domain) on this data
+                       domain_check,   # null, or the reconstructor-vs-zero-filled check
+                                       # (activemri.recon_models.domain) on this data
+                       skipped_files: [{"file", "reason"}]}},  # h5 files not opened at all
       "results": [                 # one per policy x preset x acceleration
         {"policy": str, "preset": label, "acceleration": float,   # as requested
          "actual_acceleration": float,   # mean over slices of measured / acquired lines at
@@ -28,9 +29,15 @@ Schema (``"schema": "activemri.evaluation/1"``)::
       "paired_tests": [            # every pair of policies per preset x acceleration
         {"preset", "acceleration", "metric": "ssim_auc", "a", "b", "n", "mean_difference",
          "ci_low", "ci_high", "median_difference", "wins", "statistic", "p_value", "p_holm",
-         "significant", "better"}
-      ]
+         "significant", "better",
+         "actual_acceleration"}    # mean over the slices both ran on
+      ],
+      "merged_policies": [str]     # policies of earlier or concurrent evaluations into the
+                                   # same folder whose comparable runs are summarized too
     }
+
+``results.csv`` has one row per policy, preset, requested ``acceleration``, file, slice and
+record, with the slice's ``actual_acceleration`` (measured / lines at its end).
 
 A preset's label is its name, or ``NAME@DATA`` when ``data_root``/``data`` was overridden, so
 results on other data are never labelled as the built-in benchmark. Metrics are ``ssim``,
@@ -55,7 +62,8 @@ from activemri.envs.scenario import Scenario
 from activemri.evaluation.runner import RECORDED_METRICS, Trajectories
 from activemri.evaluation.stats import mean_ci, normalized_auc, paired_tests
 
-__all__ = ["CONVENTIONS", "SCHEMA", "build_results", "truncate", "validate_results", "write_csv"]
+__all__ = ["CONVENTIONS", "SCHEMA", "build_results", "slice_accelerations", "truncate",
+           "validate_results", "write_csv"]  # fmt: skip
 
 SCHEMA = "activemri.evaluation/1"
 
@@ -133,6 +141,11 @@ def slice_aucs(runs: Trajectories, metric: str = "ssim") -> np.ndarray:
     ])  # fmt: skip
 
 
+def slice_accelerations(runs: Trajectories) -> list[float]:
+    """Per slice, the acceleration actually run: measured lines / lines at the end."""
+    return [v / r[-1] for v, r in zip(runs.valid_lines, runs.lines, strict=True)]
+
+
 Runs = Mapping[tuple[str, str, float], Trajectories]
 
 
@@ -178,6 +191,7 @@ def build_results(
     results, tests = [], []
     for (preset, acceleration), view in budget_views(settings, labels, runs, budget_aware).items():
         per_slice: dict[str, dict[tuple[str, int], float]] = {}
+        ran: dict[str, dict[tuple[str, int], float]] = {}
         for label, run in view.items():
             values = {m: _ragged(run.metrics[m]) for m in RECORDED_METRICS}
             mean_lines = np.nanmean(_ragged([[float(x) for x in r] for r in run.lines]), axis=0)
@@ -188,8 +202,7 @@ def build_results(
                              "ci_high": [_num(x) for x in high]}  # fmt: skip
                 auc[m] = _summary(slice_aucs(run, m))
                 final[m] = _summary(np.array([r[-1] for r in run.metrics[m]]))
-            actual = float(np.mean([v / r[-1] for v, r in zip(run.valid_lines, run.lines,
-                                                              strict=True)]))  # fmt: skip
+            actual = float(np.mean(slice_accelerations(run)))
             results.append({
                 "policy": label, "preset": preset, "acceleration": float(acceleration),
                 "actual_acceleration": actual, "dropped": list(run.dropped),
@@ -198,10 +211,15 @@ def build_results(
                 "curves": curves, "auc": auc, "final": final,
             })  # fmt: skip
             per_slice[label] = dict(zip(run.keys(), slice_aucs(run).tolist(), strict=True))
+            ran[label] = dict(zip(run.keys(), slice_accelerations(run), strict=True))
         for test in paired_tests(per_slice):
             row = {"preset": preset, "acceleration": float(acceleration), "metric": "ssim_auc"}
             row.update({k: (_num(v) if isinstance(v, float) else v)
                         for k, v in test.to_dict().items()})  # fmt: skip
+            common = set(ran[test.a]) & set(ran[test.b])
+            row["actual_acceleration"] = (
+                float(np.mean([ran[test.a][k] for k in sorted(common)])) if common else None
+            )
             tests.append(row)
     doc = {
         "schema": SCHEMA,
@@ -287,13 +305,14 @@ def write_csv(
     """Long-format CSV: one row per policy, preset, acceleration, slice and record."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["policy", "preset", "acceleration", "file", "slice", "step", "lines",
-                     *RECORDED_METRICS])  # fmt: skip
+    writer.writerow(["policy", "preset", "acceleration", "actual_acceleration", "file",
+                     "slice", "step", "lines", *RECORDED_METRICS])  # fmt: skip
     for (preset, acceleration), view in budget_views(settings, labels, runs, budget_aware).items():
         for label, run in view.items():
+            actual = slice_accelerations(run)
             for i, (file, index) in enumerate(run.keys()):
                 for step, lines in enumerate(run.lines[i]):
                     values = [repr(run.metrics[m][i][step]) for m in RECORDED_METRICS]
-                    writer.writerow([label, preset, f"{acceleration:g}", file, index, step,
-                                     lines, *values])  # fmt: skip
+                    writer.writerow([label, preset, f"{acceleration:g}", f"{actual[i]:.6g}",
+                                     file, index, step, lines, *values])  # fmt: skip
     atomic_write_text(path, buffer.getvalue())

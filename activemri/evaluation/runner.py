@@ -84,6 +84,30 @@ def _records(info: dict[str, Any]) -> dict[str, np.ndarray]:
     return Simulator.to_host({k: info[k] for k in (*RECORDED_METRICS, "lines_acquired")})
 
 
+def _culprits(sim: Simulator, episodes: list[Episode]) -> str:
+    """The slices whose score or reconstruction is not finite after a failed step.
+
+    The core updates the state in place before the env checks the rewards, so the rows at
+    fault are those with a non-finite score or image; if none is (the failure came from
+    elsewhere), every slice in play is named.
+    """
+    import torch
+
+    state = sim.state
+    rows: list[int] = []
+    if state is not None:
+        ok = torch.isfinite(state.score)
+        for image in (state.recon, state.uncertainty):
+            if image is not None:
+                ok &= torch.isfinite(image).flatten(1).all(dim=1)
+        rows = torch.nonzero(~ok).flatten().tolist()
+    named = [f"{episodes[r].meta.file.name} slice {episodes[r].meta.slice_index}" for r in rows]
+    if named:
+        return f"non-finite on {', '.join(named)}"
+    playing = ", ".join(f"{e.meta.file.name} slice {e.meta.slice_index}" for e in episodes)
+    return f"slices in play: {playing}"
+
+
 def run_policy(
     venv: ActiveMRIVectorEnv,
     policy: Policy,
@@ -135,12 +159,7 @@ def run_policy(
         try:
             obs, _, terminated, _, info = venv.torch_step(actions, check=False)
         except FloatingPointError as exc:
-            playing = ", ".join(
-                f"{e.meta.file.name} slice {e.meta.slice_index}"
-                for e, on in zip(episodes, active, strict=True)
-                if on
-            )
-            raise FloatingPointError(f"{exc}; slices in play: {playing}") from exc
+            raise FloatingPointError(f"{exc}; {_culprits(sim, episodes)}") from exc
         state = sim.require_state()
         current = _records(info)
         if "final_info" not in info:

@@ -48,7 +48,8 @@ def test_changed_data_is_run_again(tmp_path: Path) -> None:
                      plots=False)  # fmt: skip
     assert _auc(again) == pytest.approx(_auc(fresh), abs=1e-9)
     assert _auc(again) != pytest.approx(_auc(first), abs=1e-6)
-    assert any("data changed" in line for line in lines)
+    # The log says why, down to the files.
+    assert any("data (vol00000.h5, vol00001.h5, vol00002.h5) changed" in line for line in lines)
 
 
 def test_changed_reconstructor_checkpoint_is_run_again(tmp_path: Path) -> None:
@@ -192,3 +193,180 @@ def test_final_metrics_plot_has_labels_room_for_error_bars_and_outside_legend(
     for ax in fig.axes[:2]:
         assert not box.overlaps(ax.get_window_extent())  # drawn beside the bars
     assert "run" in fig.axes[0].get_xticklabels()[0].get_text()  # the acceleration run
+
+
+def _quiet(settings: EvalSettings, out: Path, **kw: Any) -> dict[str, Any]:
+    return evaluate(settings, out, log=kw.pop("log", None), show_progress=False, plots=False,
+                    **kw)  # fmt: skip
+
+
+def test_changed_weights_behind_a_yaml_preset_are_run_again(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data")
+    config = {"recon_size": [32, 32], "chans": 4, "num_pool_layers": 2}
+    preset = tmp_path / "recon" / "mine.yaml"
+    preset.parent.mkdir()
+    preset.write_text("model: unet\nconfig: {recon_size: [32, 32], chans: 4, "
+                      "num_pool_layers: 2}\ncheckpoint: weights/w.pt\n")  # fmt: skip
+    (preset.parent / "weights").mkdir()
+    torch.manual_seed(0)
+    build_reconstructor("unet", **config).save(preset.parent / "weights" / "w.pt")
+    settings = _settings(data, overrides={"reconstructor": str(preset)})
+    first = _quiet(settings, tmp_path / "out")
+    torch.manual_seed(1)  # the YAML is untouched; only the weights file it names changes
+    build_reconstructor("unet", **config).save(preset.parent / "weights" / "w.pt")
+    lines: list[str] = []
+    again = _quiet(settings, tmp_path / "out", log=lines.append)
+    assert any("reconstructor changed" in line for line in lines)
+    assert _auc(again) != pytest.approx(_auc(first), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"seed": 1}, "seed"),
+        ({"subset_seed": 1, "max_slices": 4}, "env"),
+        ({"overrides": {"split_seed": 3}}, "config"),
+        ({"overrides": {"initial_lines": 2}}, "config"),
+    ],
+)
+def test_any_setting_that_changes_numbers_reruns(
+    tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
+    data = _data(tmp_path / "data")
+    base = {"max_slices": 4} if "subset_seed" in change else {}
+    _quiet(_settings(data, **base), tmp_path / "out")
+    lines: list[str] = []
+    _quiet(_settings(data, **change), tmp_path / "out", log=lines.append)
+    assert not any("loaded" in line for line in lines)
+    assert any(why in line and "changed since it was run" in line for line in lines)
+    lines.clear()  # and the same settings again: loaded, not rerun
+    _quiet(_settings(data, **change), tmp_path / "out", log=lines.append)
+    assert any("loaded" in line for line in lines)
+
+
+def test_run_key_holds_version_policy_file_and_shipped_ordering(tmp_path: Path) -> None:
+    from activemri.agents.learned_mask import SHIPPED_ORDERING
+    from activemri.evaluation import parse_policy
+
+    assert parse_policy("learned").identity()["sha256"]  # the shipped file, hashed too
+    assert SHIPPED_ORDERING.is_file()
+    data = _data(tmp_path / "data")
+    _quiet(_settings(data), tmp_path / "out")
+    (run,) = (tmp_path / "out" / "runs").rglob("random@4x.json")
+    identity = json.loads(run.read_text())["identity"]
+    assert {"policy", "preset", "env", "seed", "config", "data", "reconstructor",
+            "version"} <= set(identity)  # fmt: skip
+    assert [row[0] for row in identity["data"]] == ["vol00000.h5", "vol00001.h5", "vol00002.h5"]
+    assert identity["reconstructor"]["state_sha256"]
+    # Where the preset file lives is no part of the key (a moved checkout resumes).
+    assert "source" not in identity["config"] and "cache_dir" not in identity["config"]
+
+
+def test_sequential_evaluations_into_one_folder_keep_every_output(tmp_path: Path) -> None:
+    import csv
+
+    data = _data(tmp_path / "data")
+    out = tmp_path / "out"
+    _quiet(_settings(data, ("random",)), out)
+    lines: list[str] = []
+    doc = _quiet(_settings(data, ("low_to_high", "equispaced")), out, log=lines.append)
+    assert {r["policy"] for r in doc["results"]} == {"random", "low_to_high", "equispaced"}
+    assert doc["merged_policies"] == ["random"]
+    assert len(doc["paired_tests"]) == 3
+    with open(out / "results.csv", newline="") as f:
+        assert {row["policy"] for row in csv.DictReader(f)} == {
+            "random", "low_to_high", "equispaced"}  # fmt: skip
+    with open(out / "paired_tests.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 3
+    # Runs on other settings stay on disk, are left out of the summary, and the log says so.
+    lines.clear()
+    alone = _quiet(_settings(data, ("low_to_high",), seed=5), out, log=lines.append)
+    assert {r["policy"] for r in alone["results"]} == {"low_to_high"}
+    assert any("left out of the summary" in line and "random@4x.json" in line for line in lines)
+
+
+def test_actual_acceleration_in_csv_paired_tests_and_plot_titles(tmp_path: Path) -> None:
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from activemri.evaluation import plots
+
+    data = _data(tmp_path / "data")
+    settings = _settings(data, ("random", "low_to_high"), accelerations=(3.0,),
+                         overrides={"initial_lines": 2})  # fmt: skip
+    doc = _quiet(settings, tmp_path / "out")
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["acceleration"] for row in rows} == {"3"}  # requested labels stay the keys
+    assert all(float(row["actual_acceleration"]) == pytest.approx(32 / 11) for row in rows)
+    assert doc["paired_tests"][0]["actual_acceleration"] == pytest.approx(32 / 11)
+    with open(tmp_path / "out" / "paired_tests.csv", newline="") as f:
+        assert float(next(csv.DictReader(f))["actual_acceleration"]) == pytest.approx(32 / 11)
+    table = format_table(doc)
+    assert all("2.91x" in line for line in table.splitlines() if line.startswith("  random "))
+    fig = plots.final_figure(doc)
+    assert "3x (2.91x run)" in fig.axes[0].get_xticklabels()[0].get_text()
+    # The curves' panel titles and the example figure's use the same label.
+    assert plots._budget_label(doc, doc["results"][0]["preset"], 3.0) == "3x (2.91x run)"
+    assert (tmp_path / "figs" / "ssim_vs_lines.png") in plots.plot_all(doc, {}, tmp_path / "figs")
+
+
+def test_dropped_slices_and_skipped_files_are_recorded(tmp_path: Path) -> None:
+    data = _data(tmp_path / "data")
+    with h5py.File(data / "vol00001.h5", "r+") as hf:
+        kspace = hf["kspace"][...]
+        kspace[1] = np.inf
+        hf["kspace"][...] = kspace
+    (data / "vol00009.h5").write_bytes(b"not an h5 file")
+    with pytest.warns(UserWarning):
+        doc = _quiet(_settings(data), tmp_path / "out")
+    (run,) = (tmp_path / "out" / "runs").rglob("random@4x.json")
+    dropped = json.loads(run.read_text())["trajectories"]["dropped"]
+    assert [(d["file"], d["slice"]) for d in dropped] == [("vol00001.h5", 1)]
+    assert dropped == doc["results"][0]["dropped"]
+    (env,) = doc["envs"].values()
+    assert [d["file"] for d in env["skipped_files"]] == ["vol00009.h5"]
+    assert env["skipped_files"][0]["reason"]
+
+
+def test_non_finite_reward_names_the_slice_at_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data(tmp_path / "data")
+    real = ActiveMRIVectorEnv.torch_step
+
+    def failing(self: ActiveMRIVectorEnv, *args: Any, **kwargs: Any) -> Any:
+        out = real(self, *args, **kwargs)
+        state = self.sim.require_state()
+        if int(state.steps[2]) == 3:  # the third row's reconstruction turns NaN
+            state.score[2] = float("nan")
+            raise FloatingPointError("non-finite rewards [..]: the reconstructor returned NaN")
+        return out
+
+    monkeypatch.setattr(ActiveMRIVectorEnv, "torch_step", failing)
+    with pytest.raises(FloatingPointError) as info:
+        _quiet(_settings(data), tmp_path / "out")
+    message = str(info.value)
+    assert message.startswith("random @ 4x on builtin-v0@data: non-finite rewards")
+    episode_file = message.split("non-finite on ")[1]
+    assert episode_file.count("slice") == 1 and episode_file.startswith("vol0000")
+    assert "slices in play" not in message
+    assert not list((tmp_path / "out").rglob("random@4x.json"))  # nothing half-written
+
+
+def test_final_metrics_ylim_covers_negative_error_bars(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from activemri.evaluation import plots
+
+    data = _data(tmp_path / "data")
+    doc = _quiet(_settings(data), tmp_path / "out")
+    doc["results"][0]["final"]["ssim"]["ci_low"] = -0.25  # SSIM can be negative
+    fig = plots.final_figure(doc)
+    low, high = fig.axes[1].get_ylim()
+    assert low <= -0.25 and high >= doc["results"][0]["final"]["ssim"]["ci_high"]
+    assert fig.axes[1].get_ylabel() == "final SSIM (mean, 95% CI)"
+    assert fig.axes[0].get_ylim()[0] >= 0.0  # still starts at 0 when every bar is positive

@@ -137,8 +137,8 @@ def test_evaluate_writes_valid_results_plots_and_resumes(
         rows = list(csv.DictReader(f))
     expected_rows = sum(r["num_slices"] * len(r["lines"]) for r in doc["results"])
     assert len(rows) == expected_rows
-    assert set(rows[0]) == {"policy", "preset", "acceleration", "file", "slice", "step",
-                            "lines", "ssim", "psnr", "nmse"}  # fmt: skip
+    assert set(rows[0]) == {"policy", "preset", "acceleration", "actual_acceleration", "file",
+                            "slice", "step", "lines", "ssim", "psnr", "nmse"}  # fmt: skip
     tests = doc["paired_tests"]
     assert len(tests) == 2 * 10  # 5 policies: 10 pairs per budget
     oracle_pairs = [t for t in tests if "greedy_oracle" in (t["a"], t["b"])]
