@@ -200,3 +200,16 @@ def test_unknown_env_ids_are_one_line(tmp_path, capsys):
     err = _fails_in_one_line(["evaluate", "--policies", "random", "--presets", "Foo/Bar-v0",
                               "--out", str(tmp_path / "e"), "--quiet"], capsys)  # fmt: skip
     assert "ActiveMRI/Builtin-v0" in err  # the message lists what exists
+
+
+def test_recon_size_mismatch_is_one_line(tmp_path, tiny_data, capsys):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model: unet\nconfig: {recon_size: [64, 64], chans: 4, num_pool_layers: 2}\n"
+                      "train: {epochs: 1, batch_size: 2}\n")  # fmt: skip
+    for argv in (
+        ["recon", "train", "--preset", str(preset), "--data", str(tiny_data), "--out",
+         str(tmp_path / "o"), "--quiet"],
+        ["recon", "eval", "--preset", str(preset), "--data", str(tiny_data), "--split", "all"],
+    ):  # fmt: skip
+        err = _fails_in_one_line(argv, capsys)
+        assert "recon size (64, 64)" in err
