@@ -275,7 +275,7 @@ def _read_run(path: Path) -> tuple[dict[str, Any], Trajectories] | None:
         doc = json.loads(path.read_text(encoding="utf-8"))
         runs = Trajectories.from_dict(doc["trajectories"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.warn(f"{path}: unreadable run ({exc}); ignoring it", stacklevel=3)
+        warnings.warn(f"{path}: unreadable run ({exc}); not using it", stacklevel=3)
         return None
     example = path.with_suffix(".npz")
     if example.is_file():
@@ -287,24 +287,19 @@ def _read_run(path: Path) -> tuple[dict[str, Any], Trajectories] | None:
 def _load_run(
     path: Path, identity: Mapping[str, Any], log: Callable[[str], None] | None = None
 ) -> Trajectories | None:
+    """The saved run at ``path`` if its identity is ``identity``, else ``None`` (run again)."""
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        stored = doc.get("identity")
-        if stored != json.loads(json.dumps(identity)):
-            if log is not None:
-                changed = _changed(stored if isinstance(stored, dict) else {}, identity)
-                log(f"{path}: {', '.join(changed)} changed since it was run; running it again")
-            return None
-        runs = Trajectories.from_dict(doc["trajectories"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.warn(f"{path}: unreadable run ({exc}); running it again", stacklevel=3)
+    read = _read_run(path)
+    if read is None:
         return None
-    example = path.with_suffix(".npz")
-    if example.is_file():
-        with np.load(example) as data:
-            runs.example = {k: data[k] for k in data.files}
+    doc, runs = read
+    stored = doc.get("identity")
+    if stored != json.loads(json.dumps(identity)):
+        if log is not None:
+            changed = _changed(stored if isinstance(stored, dict) else {}, identity)
+            log(f"{path}: {', '.join(changed)} changed since it was run; running it again")
+        return None
     return runs
 
 
