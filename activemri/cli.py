@@ -190,7 +190,8 @@ def _recon_eval(args: argparse.Namespace) -> int:
     result["split"] = args.split
     print(
         f"{result['num_slices']} slices, {args.mask_type} mask, {args.acceleration:g}x "
-        f"({args.split} split of {args.data})"
+        f"requested, {result['actual_acceleration']:.3g}x run ({args.split} split of "
+        f"{args.data})"
     )
     print(f"{'':<12} {'SSIM':>16} {'PSNR (dB)':>16} {'NMSE':>18}")
     for name in ("model", "zero_filled"):

@@ -272,3 +272,10 @@ def test_cli_recon_eval_with_fastmri_masks(knee_like, tmp_path):
         expected, _ = FastMRIRandomMask([0.08], [4])(368, seed=fastmri_volume_seed(name))
         assert not item["valid"].all()
         assert np.array_equal(item["mask"].numpy(), expected & item["valid"].numpy())
+    # fastMRI fixes the rate, not the count: the acceleration run is reported next to 4x.
+    ratios = [
+        float(masked[i]["valid"].sum() / (masked[i]["mask"] & masked[i]["valid"]).sum())
+        for i in range(len(masked))
+    ]
+    assert result["actual_acceleration"] == pytest.approx(np.mean(ratios))
+    assert result["actual_acceleration"] != pytest.approx(4.0, abs=1e-3)

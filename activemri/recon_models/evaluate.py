@@ -343,6 +343,8 @@ def evaluate_reconstructor(
         metas = [dataset.slice_meta(i) for i in batch.index.tolist()]
         files = [str(m.file) for m in metas]
         ranges = batch.data_range.tolist()
+        # What the mask actually acquired: fastMRI's masks fix the rate, not the count.
+        run_at = (batch.valid.sum(-1) / (batch.mask & batch.valid).sum(-1).clamp(min=1)).tolist()
         batch = batch.to(device)
         if batch.target is None:
             raise ValueError("evaluation needs targets; the dataset has none")
@@ -371,9 +373,11 @@ def evaluate_reconstructor(
                 "anatomy": anatomy_of.get(meta.file, "unknown"), "ssim": slice_ssim["model"][i],
                 "ssim_zero_filled": slice_ssim["zero_filled"][i],
                 "uncertainty_spearman": rhos[i], "coverage_1.96": covers[i],
+                "actual_acceleration": run_at[i],
             })  # fmt: skip
     result: dict[str, Any] = {
         "mask_type": mask_type, "acceleration": acceleration, "seed": seed,
+        "actual_acceleration": float(np.mean([r["actual_acceleration"] for r in rows])),
         "fastmri_seeding": fastmri_seeding,
         "num_slices": count, "num_volumes": len(volumes["model"]),
         "data_range": "volume max (h5 attribute 'max')", "ssim_window": 7,
