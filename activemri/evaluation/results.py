@@ -90,11 +90,9 @@ CONVENTIONS = {
 
 def _episode_end(valid_lines: int, initial: int, acceleration: float) -> int:
     """Lines at the end of an episode, by the env's own rule (:class:`Scenario`)."""
-    scenario = Scenario(initial_lines=initial, acceleration=acceleration)
-    valid = np.ones(valid_lines, dtype=bool)
-    mask = np.zeros(valid_lines, dtype=bool)
-    mask[:initial] = True
-    return initial + scenario.episode_budget(valid, mask)
+    return Scenario(initial_lines=initial, acceleration=acceleration).end_lines(
+        valid_lines, initial
+    )
 
 
 def truncate(runs: Trajectories, acceleration: float) -> Trajectories:
