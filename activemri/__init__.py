@@ -1,25 +1,24 @@
 """activemri: a simulator and toolkit for active MRI acquisition.
 
-The package is organised by role (see DESIGN.md): :mod:`activemri.kspace` (k-space operators),
-:mod:`activemri.metrics` (fastMRI metrics), :mod:`activemri.masks` (sampling masks),
-:mod:`activemri.data` (fastMRI h5 slices and the built-in data generator),
-:mod:`activemri.recon_models` (reconstructors, checkpoints, training, evaluation),
-:mod:`activemri.envs` (the batched core and the Gymnasium/SB3 environments; importing
-:mod:`activemri` registers the ``ActiveMRI/*`` ids), and the command-line interface in
-:mod:`activemri.cli`.
+The package is organised in layers, each importing only those below it (DESIGN.md; held by
+``tests/test_layers.py``): :mod:`activemri.kspace`, :mod:`activemri.metrics` and
+:mod:`activemri.masks` (operators, fastMRI metrics, sampling masks) <- :mod:`activemri.data`
+(fastMRI h5 slices, the built-in data generator) <- :mod:`activemri.recon_models`
+(reconstructors, checkpoints, training) <- :mod:`activemri.envs` (the batched core and the
+Gymnasium/SB3 environments) <- :mod:`activemri.agents` (policies, rollouts, RL agents, learned
+masks) <- :mod:`activemri.evaluation` (the harness) <- :mod:`activemri.cli`.
+
+Importing :mod:`activemri` registers the ``ActiveMRI/*`` ids with Gymnasium, by name only:
+nothing of the env is imported until an env is made, and Gymnasium itself is not imported
+here — the ids are registered as soon as Gymnasium is (at once if it already is). So
+``import activemri.kspace`` loads torch, not Gymnasium, Stable-Baselines3 or any model.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from activemri._version import __version__
+from activemri.envs.registration import register_when_gymnasium_loads
 
-try:
-    __version__ = version("activemri")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
-from activemri.envs.registration import register_envs
-
-register_envs()
+register_when_gymnasium_loads()
 
 __all__ = ["__version__"]

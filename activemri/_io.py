@@ -12,8 +12,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "read_yaml"]
+__all__ = ["atomic_path", "atomic_write_text", "read_yaml", "read_yaml_mapping"]
 
 
 def _umask_mode() -> int:
@@ -89,3 +90,19 @@ def read_yaml(path: str | Path) -> object:
         raise ValueError(
             f"{where}: not valid YAML for activemri ({' '.join(problem.split())})"
         ) from exc
+
+
+def read_yaml_mapping(path: str | Path, kind: str) -> dict[str, Any]:
+    """Parse a YAML file that must hold a mapping (a preset of some ``kind``).
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: Naming the file, for malformed YAML or a document that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} {path} does not exist")
+    doc = read_yaml(path)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: a {kind} must be a YAML mapping, got {type(doc).__name__}")
+    return doc

@@ -22,10 +22,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SSIMTargets", "mse", "nmse", "psnr", "ssim", "ssim_against", "ssim_targets"]
+__all__ = [
+    "SSIMTargets",
+    "mse",
+    "nmse",
+    "normalized_auc",
+    "psnr",
+    "ssim",
+    "ssim_against",
+    "ssim_targets",
+]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -294,3 +304,26 @@ def psnr(
     err = mse(pred, target)
     dr = _data_range(data_range, target, err.dtype)
     return 10.0 * torch.log10(dr * dr / err)
+
+
+def normalized_auc(lines: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Area under ``values`` versus ``lines``, divided by the span of ``lines``.
+
+    Args:
+        lines: ``(T,)`` lines acquired at each record, increasing.
+        values: ``(N, T)`` metric per slice and record.
+
+    Returns:
+        ``(N,)``; with a single record, that record's value.
+    """
+    lines = np.asarray(lines, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    if lines.ndim != 1 or values.shape[-1] != lines.size:
+        raise ValueError(f"values {values.shape} do not match lines {lines.shape}")
+    if lines.size == 1:
+        return np.array(values[..., 0], dtype=np.float64)
+    if np.any(np.diff(lines) <= 0):
+        raise ValueError("lines must increase")
+    widths = np.diff(lines)
+    area = np.sum(widths * (values[..., 1:] + values[..., :-1]) / 2, axis=-1)
+    return np.asarray(area / (lines[-1] - lines[0]), dtype=np.float64)

@@ -128,7 +128,7 @@ def test_train_setting_of_the_wrong_type_is_one_line(tmp_path, tiny_data, capsys
     err = _fails_in_one_line(["recon", "train", "--preset", str(preset), "--data",
                               str(tiny_data), "--out", str(tmp_path / "o"), "--quiet"],
                              capsys)  # fmt: skip
-    assert "'epochs' must be int" in err and "two" in err
+    assert "p.yaml: train.epochs must be int" in err and "two" in err
     assert not (tmp_path / "o" / "checkpoint.pt").exists()
 
 

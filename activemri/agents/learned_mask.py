@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from activemri import __version__
 from activemri._io import atomic_write_text
-from activemri.agents.policies import FixedOrderPolicy
+from activemri._version import __version__
+from activemri.agents.policies import FixedOrderPolicy, Obs
 from activemri.envs.config import EnvConfig, describe_reconstructor
-from activemri.envs.core import EnvState
-from activemri.envs.simulator import Episode, Simulator
+from activemri.envs.simulator import PolicyEpisode, Simulator
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.domain import model_fingerprint
 
@@ -118,20 +117,19 @@ class OrderingPolicy(FixedOrderPolicy):
         super().__init__(ordering.order, name=name)
         self.ordering = ordering
 
-    def begin(self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState) -> None:
+    def begin(self, rows: Sequence[int], episodes: Sequence[PolicyEpisode], obs: Obs) -> None:
         """Check that the new episodes start from the ordering's initial lines and width."""
         expected = set(self.ordering.initial)
-        width = int(state.mask.shape[1])
+        mask = obs["mask"].bool()
+        width = int(mask.shape[1])
         masks = (
-            state.mask[torch.as_tensor(list(rows), dtype=torch.long, device=state.mask.device)]
-            .cpu()
-            .numpy()
+            mask[torch.as_tensor(list(rows), dtype=torch.long, device=mask.device)].cpu().numpy()
         )
         for mask, episode in zip(masks, episodes, strict=True):
             start = set(np.flatnonzero(mask).tolist())
             if width != self.ordering.width or start != expected:
                 raise ValueError(
-                    f"{episode.meta.file.name}: the ordering was learned from "
+                    f"{episode.file}: the ordering was learned from "
                     f"{len(expected)} initial lines of {self.ordering.width}; this episode "
                     f"starts from {len(start)} of {width}"
                 )

@@ -1,22 +1,26 @@
-"""Sequential sampling policies: one contract, ``act(obs, state) -> actions``.
+"""Sequential sampling policies: one contract, ``act(obs) -> actions``.
 
-A policy sees the batched observation tensors of :meth:`ActiveMRIVectorEnv.torch_step` and
-the core's :class:`~activemri.envs.core.EnvState` (DESIGN section 4), and returns one long
-column index per episode on the state's device. Heuristics read only what an agent may know
-(the mask, the measured lines, the reconstruction and its uncertainty); the greedy oracle is
-the exception by design: it scores candidate lines against the ground truth.
+A policy is given observations only: the batched tensors of
+:meth:`ActiveMRIVectorEnv.torch_policy_observation` (the env's observation plus
+``action_mask``, ``valid``, ``budget``, ``steps``, ``budget_used`` and ``num_low``, all
+following from acquired data) and, when episodes start, their
+:class:`~activemri.envs.simulator.PolicyEpisode` facts (file name, slice, line counts). It
+returns one long column index per episode on the observations' device. Nothing it is given
+leads to the fully sampled k-space or the target. The greedy oracle is the exception by
+design, and says so in its constructor: it takes a scoring handle
+(:meth:`ActiveMRIVectorEnv.torch_score_candidates`) that scores lines against the ground
+truth.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from activemri.envs.core import AcquisitionCore, EnvState
-from activemri.envs.simulator import Episode
+from activemri.envs.simulator import PolicyEpisode
 from activemri.masks import MASK_TYPES, make_mask, volume_seed
 
 __all__ = [
@@ -32,11 +36,13 @@ __all__ = [
 ]
 
 Obs = Mapping[str, torch.Tensor]
+Scorer = Callable[[torch.Tensor, "str | None"], torch.Tensor]
+"""``scorer(lines (B, K), metric) -> (B, K)`` scores after acquiring each candidate line."""
 
 
-def free_lines(state: EnvState) -> torch.Tensor:
+def free_lines(obs: Obs) -> torch.Tensor:
     """Bool ``(B, W)``: measured lines not yet acquired (the valid actions)."""
-    return state.valid & ~state.mask
+    return obs["action_mask"].bool()
 
 
 def center_out_order(width: int) -> list[int]:
@@ -69,23 +75,23 @@ class Policy(ABC):
     budget_aware: bool = False
 
     def begin(  # noqa: B027 (a hook: most policies need nothing at episode start)
-        self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState
+        self, rows: Sequence[int], episodes: Sequence[PolicyEpisode], obs: Obs
     ) -> None:
         """Called after episodes start in ``rows`` (by reset or autoreset); default: nothing.
 
         Args:
             rows: Batch rows that just started an episode.
-            episodes: Their host-side facts (file, slice, ...), in the order of ``rows``.
-            state: The batch's state (rows ``rows`` hold the new episodes).
+            episodes: Their facts (file name, slice, ...), in the order of ``rows``.
+            obs: The batch's policy observation (rows ``rows`` hold the new episodes).
         """
 
     @abstractmethod
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """Actions for all B episodes.
 
         Args:
-            obs: Observation tensors (``reconstruction``, ``mask``, ``uncertainty``, ...).
-            state: The episodes' state (on the env's device).
+            obs: Policy observation tensors (``reconstruction``, ``mask``, ``action_mask``,
+                ``uncertainty``, ...; see the module docstring).
 
         Returns:
             Long ``(B,)`` column indices; a measured, unacquired line wherever one is left.
@@ -105,9 +111,9 @@ class RandomPolicy(Policy):
         self.seed = seed
         self._generators: dict[torch.device, torch.Generator] = {}
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
-        free = free_lines(state)
+        free = free_lines(obs)
         device = free.device
         if device not in self._generators:
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
@@ -153,9 +159,9 @@ class FixedOrderPolicy(Policy):
             self._ranks[key] = torch.as_tensor(rank, dtype=torch.float32, device=device)
         return self._ranks[key]
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
-        free = free_lines(state)
+        free = free_lines(obs)
         return _pick_lowest(free, self._rank(free.shape[1], free.device))
 
 
@@ -183,32 +189,32 @@ class FixedMaskPolicy(Policy):
         self.name = name or mask_type
         self._rank: torch.Tensor | None = None
 
-    def begin(self, rows: Sequence[int], episodes: Sequence[Episode], state: EnvState) -> None:
+    def begin(self, rows: Sequence[int], episodes: Sequence[PolicyEpisode], obs: Obs) -> None:
         """Draw the masks of the new episodes (see the class docstring)."""
-        width = state.mask.shape[1]
-        if self._rank is None or self._rank.shape != state.mask.shape:
-            self._rank = torch.zeros(
-                state.mask.shape, dtype=torch.float32, device=state.mask.device
-            )
+        mask = obs["mask"].bool()
+        width = mask.shape[1]
+        if self._rank is None or self._rank.shape != mask.shape:
+            self._rank = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
         center_out = np.array(center_out_order(width))
-        index = torch.as_tensor(list(rows), dtype=torch.long, device=state.mask.device)
+        index = torch.as_tensor(list(rows), dtype=torch.long, device=mask.device)
         # One device-to-host copy for all new episodes; masks are drawn with NumPy.
-        valid, initial = state.valid[index].cpu().numpy(), state.mask[index].cpu().numpy()
-        budget, num_low = state.budget[index].tolist(), state.num_low[index].tolist()
+        valid, initial = obs["valid"][index].cpu().numpy(), mask[index].cpu().numpy()
+        budget, num_low = obs["budget"][index].tolist(), obs["num_low"][index].tolist()
         ranks = np.empty((len(index), width), dtype=np.float32)
         for i, episode in enumerate(episodes):
             num_lines = int(initial[i].sum() + budget[i])
-            rng = np.random.default_rng(volume_seed(episode.meta.file.name) + self.seed)
-            mask, _ = make_mask(self.mask_type, width, num_lines, int(num_low[i]), rng,
-                                valid=valid[i])  # fmt: skip
-            ranks[i, center_out] = np.arange(width) + np.where(mask[center_out], 0, width)
+            rng = np.random.default_rng(volume_seed(episode.file) + self.seed)
+            drawn, _ = make_mask(self.mask_type, width, num_lines, int(num_low[i]), rng,
+                                 valid=valid[i])  # fmt: skip
+            ranks[i, center_out] = np.arange(width) + np.where(drawn[center_out], 0, width)
         self._rank[index] = torch.from_numpy(ranks).to(self._rank.device)
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
-        if self._rank is None or self._rank.shape != state.mask.shape:
+        free = free_lines(obs)
+        if self._rank is None or self._rank.shape != free.shape:
             raise RuntimeError("FixedMaskPolicy.begin() must see every episode start")
-        return _pick_lowest(free_lines(state), self._rank)
+        return _pick_lowest(free, self._rank)
 
 
 class LowToHighPolicy(FixedOrderPolicy):
@@ -221,32 +227,35 @@ class LowToHighPolicy(FixedOrderPolicy):
 class GreedyOraclePolicy(Policy):
     """One-step lookahead with the ground truth: the line whose acquisition scores best.
 
-    Every measured, unacquired line of every episode is scored with the core's batched
-    :meth:`~activemri.envs.core.AcquisitionCore.score_candidates` (one forward per
-    candidate, in chunks; rank-one updates with the zero-filled reconstructor). An upper
-    reference for one-step policies, not a deployable one: it reads the target.
+    Every measured, unacquired line of every episode is scored with the env's batched
+    :meth:`~activemri.envs.vector.ActiveMRIVectorEnv.torch_score_candidates` (one forward
+    per candidate, in chunks; rank-one updates with a linear reconstructor). An upper
+    reference for one-step policies, not a deployable one: its scorer reads the target.
 
     Args:
-        core: The env's core (``env.unwrapped.core``).
+        scorer: The env's scoring handle, ``venv.torch_score_candidates`` (the one way a
+            policy reaches the ground truth, so it is explicit here).
         metric: Score to maximize (default: the reward metric).
     """
 
     name = "greedy_oracle"
 
-    def __init__(self, core: AcquisitionCore, metric: str | None = None) -> None:
-        self.core = core
+    def __init__(self, scorer: Scorer, metric: str | None = None) -> None:
+        if not callable(scorer):
+            raise TypeError("scorer must be a callable such as venv.torch_score_candidates")
+        self.scorer = scorer
         self.metric = metric
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
-        free = free_lines(state)
+        free = free_lines(obs)
         counts = free.sum(dim=1)
         k = max(1, int(counts.max().item()))
         # Free columns first in each row; rows with fewer repeat their first candidate.
         order = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :k]
         position = torch.arange(k, device=free.device).expand_as(order)
         padded = torch.where(position < counts[:, None].clamp_min(1), order, order[:, :1])
-        scores = self.core.score_candidates(state, padded, self.metric)
+        scores = self.scorer(padded, self.metric)
         scores = torch.where(position < counts[:, None], scores, float("-inf"))
         best = padded.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
         return torch.where(counts > 0, best, order[:, 0])
@@ -267,17 +276,18 @@ class UncertaintyPolicy(Policy):
 
     name = "uncertainty"
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
-        if state.uncertainty is None:
+        if "uncertainty" not in obs:
             raise ValueError("UncertaintyPolicy needs a reconstructor with an uncertainty head")
-        sigma = state.uncertainty
-        width = state.mask.shape[1]
+        # The observation divides sigma by a positive per-episode scale: the argmax is the same.
+        sigma = obs["uncertainty"][:, 0]
+        free = free_lines(obs)
+        width = free.shape[1]
         pad = width - sigma.shape[-1]
         padded = torch.nn.functional.pad(sigma, (pad // 2, pad - pad // 2)) if pad > 0 else sigma
         spectrum = torch.fft.fftshift(
             torch.fft.fft(torch.fft.ifftshift(padded, dim=-1), dim=-1, norm="ortho"), dim=-1
         )
         energy = spectrum.abs().square().sum(dim=-2)  # (B, W)
-        free = free_lines(state)
         return _pick_lowest(free, -energy)

@@ -19,11 +19,12 @@ training length and the algorithm's hyperparameters, in the spirit of rl-baselin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from activemri._io import read_yaml
+from activemri._config import from_mapping
+from activemri._io import read_yaml_mapping
 
 __all__ = ["ALGORITHMS", "AgentPreset", "EvalSchedule", "load_agent_preset"]
 
@@ -117,25 +118,15 @@ class AgentPreset:
         Raises:
             ValueError: For unknown keys or invalid values.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise ValueError(f"unknown agent preset keys {unknown}; known: {sorted(known)}")
         values = dict(doc)
-        schedule = values.get("eval") or {}
-        if isinstance(schedule, Mapping):
-            bad = sorted(set(schedule) - {f.name for f in fields(EvalSchedule)})
-            if bad:
-                raise ValueError(f"unknown eval keys {bad}; known: every, split, slices")
-            values["eval"] = EvalSchedule(**schedule)
-        if values.get("observation") is not None:
-            values["observation"] = tuple(values["observation"])
-        if "net_arch" in values:
-            values["net_arch"] = tuple(int(x) for x in values["net_arch"])
+        if values.get("eval") is None:
+            values.pop("eval", None)
         for key in ("env_overrides", "hyperparameters", "features"):
-            values[key] = dict(values.get(key) or {})
+            given = values.get(key)
+            if given is None or isinstance(given, Mapping):  # own copies
+                values[key] = dict(given or {})
         values["source"] = source if source is not None else values.get("source")
-        return cls(**values)
+        return from_mapping(cls, values, source=source)
 
     def replace(self, **changes: Any) -> AgentPreset:
         """A copy with some fields changed (validated again)."""
@@ -152,12 +143,10 @@ def load_agent_preset(path: str | Path) -> AgentPreset:
         ValueError: If it is not a mapping or has unknown or invalid entries.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"agent preset {path} not found")
-    doc = read_yaml(path)
-    if not isinstance(doc, Mapping):
-        raise ValueError(f"agent preset {path} must be a YAML mapping")
+    doc = read_yaml_mapping(path, "agent preset")
     try:
         return AgentPreset.from_dict(doc, source=str(path))
     except (TypeError, ValueError) as exc:
+        if str(exc).startswith(f"{path}: "):  # already names the file
+            raise
         raise ValueError(f"agent preset {path}: {exc}") from exc

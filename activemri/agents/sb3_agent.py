@@ -38,7 +38,6 @@ from activemri.agents.ddqn import DoubleDQN
 from activemri.agents.features import ActiveMRIExtractor
 from activemri.agents.policies import Obs, Policy, free_lines
 from activemri.agents.preset import AgentPreset
-from activemri.envs.core import EnvState
 from activemri.envs.sb3 import extra_observation_spaces, extra_observations
 from activemri.envs.vector import ActiveMRIVectorEnv
 
@@ -261,7 +260,7 @@ def check_stored_env(info: Mapping[str, Any], trust_class_path: bool = False) ->
     """
     if trust_class_path:
         return
-    from activemri.recon_models.registry import BUILTIN
+    from activemri.recon_models.classes import needs_trust
 
     preset = info["preset"]
     env, overrides = str(preset.get("env", "")), dict(preset.get("env_overrides") or {})
@@ -269,7 +268,7 @@ def check_stored_env(info: Mapping[str, Any], trust_class_path: bool = False) ->
     if ":" in env:
         named.append(f"env {env!r}")
     recon = overrides.get("reconstructor")
-    if isinstance(recon, str) and ":" in recon and recon not in BUILTIN:
+    if isinstance(recon, str) and needs_trust(recon):
         named.append(f"reconstructor {recon!r}")
     if overrides.get("trust_class_path"):
         named.append("trust_class_path: true")
@@ -383,7 +382,7 @@ class AgentPolicy(Policy):
         """Raise ``ValueError`` unless ``venv`` gives the observations the agent expects."""
         env_space = venv.single_observation_space
         assert isinstance(env_space, spaces.Dict)
-        given = {**extra_observation_spaces(venv.sim.width), **env_space.spaces}
+        given = {**extra_observation_spaces(venv.width), **env_space.spaces}
         space = self.model.observation_space
         assert isinstance(space, spaces.Dict)
         for key in self.keys:
@@ -394,19 +393,19 @@ class AgentPolicy(Policy):
                     f"the env gives {None if theirs is None else theirs.shape}"
                 )
         n = getattr(self.model.action_space, "n", None)
-        if n != venv.sim.width:
-            raise ValueError(f"the agent chooses among {n} lines, the env has {venv.sim.width}")
+        if n != venv.width:
+            raise ValueError(f"the agent chooses among {n} lines, the env has {venv.width}")
 
-    def act(self, obs: Obs, state: EnvState) -> torch.Tensor:
+    def act(self, obs: Obs) -> torch.Tensor:
         """The agent's greedy choice among the free lines of every episode.
 
         Runs on the env's tensors (no host round trip): SB3's feature extraction
         preprocesses torch observations itself.
         """
-        free = free_lines(state)
+        free = free_lines(obs)
         device = self.model.device
-        extra = extra_observations(state) if set(self.keys) - set(obs) else {}
-        inputs = {k: (obs[k] if k in obs else extra[k]).to(device) for k in self.keys}
+        given = {**obs, **extra_observations(obs)}
+        inputs = {k: given[k].to(device) for k in self.keys}
         allowed = free.to(device)
         with torch.no_grad():
             if isinstance(self.model, MaskablePPO):

@@ -44,8 +44,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from tqdm import tqdm
 
-import activemri
 from activemri._io import atomic_path, atomic_write_text
+from activemri._version import __version__
 from activemri.agents.buffer import CompactReplayBuffer
 from activemri.agents.preset import AgentPreset
 from activemri.agents.sb3_agent import (
@@ -147,8 +147,8 @@ def _comparable(preset: AgentPreset) -> AgentPreset:
 
 def evaluate_policy_auc(policy: AgentPolicy, venv: ActiveMRIVectorEnv) -> tuple[float, float]:
     """Mean normalized SSIM AUC and mean final SSIM of ``policy`` over one pass of ``venv``."""
-    from activemri.evaluation.runner import run_policy
-    from activemri.evaluation.stats import normalized_auc
+    from activemri.agents.rollout import run_policy
+    from activemri.metrics import normalized_auc
 
     runs = run_policy(venv, policy, seed=0)
     lines = np.asarray(runs.lines, dtype=np.float64)
@@ -240,7 +240,7 @@ class _Trainer:
             "device": self.device,
             "num_timesteps": steps,
             "wall_seconds": round(self.wall(), 1),
-            "activemri_version": activemri.__version__,
+            "activemri_version": __version__,
             "torch_version": torch.__version__,
         }
 
@@ -277,7 +277,7 @@ class _Trainer:
             "wall_seconds": round(self.wall(), 1),
             "ssim_auc": auc,
             "final_ssim": final,
-            "slices": float(len(self.eval_env.sim.indices)),
+            "slices": float(len(self.eval_env.slice_indices)),
         }
         best = max((r["ssim_auc"] for r in self.evaluations), default=-np.inf)
         self.evaluations.append(row)

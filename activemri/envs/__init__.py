@@ -8,21 +8,41 @@ Importing :mod:`activemri` registers the ids in :data:`ENV_IDS`::
     env = gym.make("ActiveMRI/Builtin-v0")
     venv = gym.make_vec("ActiveMRI/Builtin-v0", num_envs=16)
 
-The SB3 adapter lives in :mod:`activemri.envs.sb3` (imported on use, so importing the env
-does not import Stable-Baselines3).
+The names below are imported from their modules on first use (so importing the package, as
+registration does, imports neither the models nor the data code); the SB3 adapter lives in
+:mod:`activemri.envs.sb3` and imports Stable-Baselines3 only there.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from activemri.envs.config import EnvConfig, load_env_config
-from activemri.envs.core import AcquisitionCore, EnvState, StepResult
-from activemri.envs.env import ActiveMRIEnv
 from activemri.envs.registration import ENV_IDS, register_envs
-from activemri.envs.scenario import SCENARIOS, BudgetError, Scenario, resolve_scenario
-from activemri.envs.simulator import NoReadableSliceError, ResetNeededError
-from activemri.envs.vector import ActiveMRIVectorEnv
+
+if TYPE_CHECKING:
+    from activemri.envs.config import EnvConfig, load_env_config
+    from activemri.envs.core import AcquisitionCore, EnvState, StepResult
+    from activemri.envs.env import ActiveMRIEnv
+    from activemri.envs.scenario import SCENARIOS, BudgetError, Scenario, resolve_scenario
+    from activemri.envs.simulator import NoReadableSliceError, ResetNeededError
+    from activemri.envs.vector import ActiveMRIVectorEnv
+
+_LAZY = {
+    "EnvConfig": "config",
+    "load_env_config": "config",
+    "AcquisitionCore": "core",
+    "EnvState": "core",
+    "StepResult": "core",
+    "ActiveMRIEnv": "env",
+    "SCENARIOS": "scenario",
+    "BudgetError": "scenario",
+    "Scenario": "scenario",
+    "resolve_scenario": "scenario",
+    "NoReadableSliceError": "simulator",
+    "ResetNeededError": "simulator",
+    "ActiveMRIVectorEnv": "vector",
+}
 
 __all__ = [
     "ENV_IDS",
@@ -44,6 +64,18 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"activemri.envs.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'activemri.envs' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def make_sb3_vec_env(env_id: str = "ActiveMRI/Builtin-v0", n_envs: int = 1, **kwargs: Any) -> Any:
     """Batched env of ``env_id`` wrapped for SB3 (imports Stable-Baselines3).
 
@@ -56,6 +88,3 @@ def make_sb3_vec_env(env_id: str = "ActiveMRI/Builtin-v0", n_envs: int = 1, **kw
     from activemri.envs.sb3 import make_sb3_vec_env as make
 
     return make(env_id, n_envs, **kwargs)
-
-
-register_envs()

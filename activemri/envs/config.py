@@ -13,26 +13,19 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from activemri._config import from_mapping
 from activemri._io import read_yaml
 from activemri.data import SliceDataset, ensure_builtin
 from activemri.envs.scenario import Scenario, resolve_scenario
 from activemri.recon_models.base import Reconstructor
-from activemri.recon_models.registry import (
-    BUILTIN,
-    build_reconstructor,
-    load_preset,
-    reconstructor_from_preset,
-    resolve_class,
-)
-from activemri.recon_models.unet import UnetReconstructor
-from activemri.recon_models.varnet import VarNetReconstructor
+from activemri.recon_models.resolve import describe_reconstructor, resolve
 
 __all__ = [
     "DEFAULT_CANDIDATE_CHUNK",
@@ -53,8 +46,6 @@ _COILS = ("single", "multi")
 DEFAULT_CANDIDATE_CHUNK = {"cpu": 16, "cuda": 256}
 """Images per forward when scoring candidates, by device type (measured: the default U-Net
 on a 2-core CPU takes 25 ms per image at 8-16 images and 37 ms at 64)."""
-
-_TRAINED = (UnetReconstructor, VarNetReconstructor)  # meaningless without a checkpoint
 
 
 class EnvDataWarning(UserWarning):
@@ -222,24 +213,32 @@ def load_env_config(
     scenario_changes = {k: values.pop(k) for k in list(values) if k in _SCENARIO_FIELDS}
 
     allowed = {f.name for f in fields(EnvConfig)} - {"source"}
-    unknown = set(values) - allowed
-    if unknown:
-        where = source or "env config"
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(allowed)}")
+    if set(values) - allowed:  # raises, naming the typo before the scenario is resolved
+        from_mapping(EnvConfig, values, source=source, exclude=("source",))
     scenario = values.pop("scenario", None)
-    values["scenario"] = resolve_scenario(
-        scenario if scenario is not None else "builtin-4x", **scenario_changes
-    )
+    if source is not None and isinstance(scenario, str) and scenario.endswith((".yaml", ".yml")):
+        relative = source.parent / scenario  # a scenario file, relative to the env preset
+        if not Path(scenario).is_absolute() and relative.is_file():
+            scenario = str(relative)
+    try:
+        values["scenario"] = resolve_scenario(
+            scenario if scenario is not None else "builtin-4x", **scenario_changes
+        )
+    except ValueError as exc:
+        if source is None:
+            raise
+        raise ValueError(f"{source}: {exc}") from exc
     recon = values.get("reconstructor")
+    if isinstance(recon, os.PathLike):
+        recon = values["reconstructor"] = os.fspath(recon)
     if source is not None and isinstance(recon, str) and recon.endswith((".yaml", ".yml", ".pt")):
         relative = source.parent / recon
         if not Path(recon).is_absolute() and relative.exists():
             values["reconstructor"] = str(relative.resolve())
-    if values.get("acquisitions") is not None:
-        values["acquisitions"] = tuple(str(a) for a in values["acquisitions"])
-    if values.get("data") is not None:
-        values["data"] = str(values["data"])
-    return EnvConfig(source=source, **values)
+    if isinstance(values.get("data"), os.PathLike):  # paths are kept as strings
+        values["data"] = os.fspath(values["data"])
+    config = from_mapping(EnvConfig, values, source=source, exclude=("source",))
+    return replace(config, source=source) if source is not None else config
 
 
 def resolve_device(device: str) -> torch.device:
@@ -257,18 +256,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
-
-
-def describe_reconstructor(reconstructor: str | Path | Reconstructor) -> str:
-    """A machine-independent name of a reconstructor spec, for reports and provenance.
-
-    A preset's or checkpoint's file name, a registry name or class path as given, or an
-    instance's class name.
-    """
-    if isinstance(reconstructor, (str, Path)):
-        text = str(reconstructor)
-        return Path(text).name if text.endswith((".yaml", ".yml", ".pt")) else text
-    return type(reconstructor).__name__
 
 
 def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
@@ -350,6 +337,9 @@ def build_reconstructor_for_env(
 ) -> Reconstructor:
     """The configured reconstructor, checked against the data's geometry.
 
+    The spec is turned into a model by :func:`activemri.recon_models.resolve` (one place for
+    the trust rule and the refusal of untrained ``needs_weights`` models).
+
     Args:
         config: The environment configuration (``reconstructor`` and its options).
         recon_size: ``(h, w)`` of the data's targets.
@@ -361,35 +351,13 @@ def build_reconstructor_for_env(
     Raises:
         ValueError: For a trained model without a checkpoint, or a size or coil mismatch.
     """
-    spec = config.reconstructor
-    if isinstance(spec, Reconstructor):
-        model = spec
-    elif spec.endswith((".yaml", ".yml")):
-        preset = load_preset(spec)
-        if preset.checkpoint is None and resolve_class(preset.model) in _TRAINED:
-            raise ValueError(
-                f"reconstructor preset {spec} has no checkpoint: an untrained {preset.model} "
-                "would make rewards meaningless (train it with `activemri recon train` and set "
-                "reconstructor= to the checkpoint)"
-            )
-        model = reconstructor_from_preset(preset, map_location=device)
-    elif spec.endswith((".pt", ".pth")):
-        model = Reconstructor.load(
-            spec, map_location=device, trust_class_path=config.trust_class_path
-        )
-    else:
-        if spec not in BUILTIN and ":" not in spec:
-            raise ValueError(
-                f"reconstructor {spec!r} is not a preset (.yaml), a checkpoint (.pt), one of "
-                f"{sorted(BUILTIN)} or a 'module:Class' path"
-            )
-        if resolve_class(spec) in _TRAINED:
-            raise ValueError(
-                f"reconstructor={spec!r} would be untrained; pass a checkpoint (.pt) or a preset"
-            )
-        model = build_reconstructor(
-            spec, recon_size=list(recon_size), **config.reconstructor_config
-        )
+    model = resolve(
+        config.reconstructor,
+        recon_size=recon_size,
+        config=config.reconstructor_config,
+        map_location=device,
+        trust_class_path=config.trust_class_path,
+    )
     if tuple(model.recon_size) != tuple(recon_size):
         raise ValueError(
             f"the reconstructor outputs {tuple(model.recon_size)} images but the data's targets "

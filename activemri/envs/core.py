@@ -3,18 +3,21 @@
 Pure torch, no host transfers: :meth:`AcquisitionCore.reset` builds an :class:`EnvState`
 from device tensors, :meth:`AcquisitionCore.step` adds one line per episode, runs one batched
 reconstructor forward and scores it, and :meth:`AcquisitionCore.score_candidates` scores many
-candidate lines without touching the state (for oracle policies). The Gymnasium envs in
+candidate lines without touching the state (for oracle policies); both add lines through the
+one rule of :meth:`AcquisitionCore.acquire`. The Gymnasium envs in
 :mod:`activemri.envs.env` and :mod:`activemri.envs.vector` are thin layers over it.
 
 The reconstructor only ever sees the *observed* k-space: a copy holding the acquired columns
 and exactly ``+0.0`` elsewhere, updated column by column, so nothing downstream can depend on
 unacquired data whatever the reconstructor does.
 
-With the parameter-free :class:`~activemri.recon_models.zero_filled.ZeroFilled` reconstructor
-the core never runs a 2-D FFT after reset: the zero-filled coil images are linear in the
-acquired columns, so adding column ``j`` adds the rank-one image ``u_j e_jᵀ`` (``u_j`` the
-readout inverse FFT of the column, cropped to the reconstruction height; ``e_j`` the centered
-inverse DFT basis row ``j``, cropped to the reconstruction width).
+With a reconstructor that declares ``linear_in_columns`` (the parameter-free
+:class:`~activemri.recon_models.zero_filled.ZeroFilled`, or a user's class) the core never runs
+a 2-D FFT after reset: the zero-filled coil images are linear in the acquired columns, so
+adding column ``j`` adds the rank-one image ``u_j e_jᵀ`` (``u_j`` the readout inverse FFT of
+the column, cropped to the reconstruction height; ``e_j`` the centered inverse DFT basis row
+``j``, cropped to the reconstruction width), and the image is
+``reconstructor.from_coil_images(coil_images)``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ from typing import Any
 import torch
 
 from activemri import metrics
-from activemri.kspace import center_crop, rss, zero_filled
+from activemri.kspace import center_crop, zero_filled
 from activemri.recon_models.base import Reconstructor
-from activemri.recon_models.zero_filled import ZeroFilled
 
 __all__ = ["AcquisitionCore", "EnvState", "StepResult", "centered_idft_rows"]
 
@@ -56,9 +58,9 @@ class EnvState:
         score: The reward metric, signed so that higher is better, ``(B,)``.
         scale: Observation scale ``(B,)``: the maximum of the episode's initial zero-filled
             image (depends on acquired data only).
-        line_images: Zero-filled fast path only: readout inverse FFT of every column,
+        line_images: Linear fast path only: readout inverse FFT of every column,
             cropped, ``(B, C, h, W)``.
-        coil_images: Zero-filled fast path only: current complex coil images ``(B, C, h, w)``.
+        coil_images: Linear fast path only: current complex coil images ``(B, C, h, w)``.
     """
 
     kspace: torch.Tensor
@@ -83,10 +85,13 @@ class EnvState:
         """Number of episodes B."""
         return int(self.mask.shape[0])
 
+    def free_lines(self) -> torch.Tensor:
+        """Bool ``(B, W)``: measured lines not yet acquired (the valid actions)."""
+        return self.valid & ~self.mask
+
     def done(self) -> torch.Tensor:
         """Bool ``(B,)``: budget spent or every measured line acquired."""
-        full = ~(self.valid & ~self.mask).any(dim=1)
-        return (self.steps >= self.budget) | full
+        return (self.steps >= self.budget) | ~self.free_lines().any(dim=1)
 
     def replace_rows(self, rows: torch.Tensor, new: EnvState) -> None:
         """Overwrite episodes ``rows`` (long ``(R,)``) with the ``R`` episodes of ``new``."""
@@ -178,7 +183,10 @@ class AcquisitionCore:
         self.repeat_penalty = float(repeat_penalty)
         self.bf16 = bool(bf16) and self.device.type == "cuda"
         self.candidate_chunk = int(candidate_chunk)
-        self.fast_zero_filled = type(reconstructor) is ZeroFilled
+        # A model with an uncertainty head needs its forward: no fast path for it.
+        self.fast_linear = bool(reconstructor.linear_in_columns) and not (
+            reconstructor.has_uncertainty
+        )
         self.recon_size = reconstructor.recon_size
         self._idft_rows: dict[int, torch.Tensor] = {}
 
@@ -219,12 +227,12 @@ class AcquisitionCore:
             observed = torch.zeros_like(kspace)
             observed = torch.where(mask[:, None, None, :], kspace, observed)
             line_images = coil_images = None
-            if self.fast_zero_filled:
+            if self.fast_linear:
                 line_images = _readout_idft(kspace, self.recon_size[0])
                 rows = self._rows(kspace.shape[-1])
                 # where, not multiply: inf * 0 would be NaN if unseen data were not finite
                 coil_images = torch.where(mask[:, None, None, :], line_images, 0) @ rows
-                initial = rss(coil_images, dim=1)
+                initial = self.reconstructor.from_coil_images(coil_images)
             else:
                 initial = zero_filled(observed, mask, self.recon_size)
             scale = initial.flatten(1).amax(dim=1).float()
@@ -307,19 +315,9 @@ class AcquisitionCore:
         with timer("mask_fft"):
             rows = torch.arange(state.batch_size, device=self.device)
             actions = actions.to(self.device, torch.long)
-            new_line = state.valid[rows, actions] & ~state.mask[rows, actions]
-            state.mask[rows, actions] |= new_line
-            picked = state.kspace[rows, :, :, actions]
-            current = state.observed[rows, :, :, actions]
-            state.observed[rows, :, :, actions] = torch.where(
-                new_line[:, None, None], picked, current
-            )
-            if state.coil_images is not None and state.line_images is not None:
-                column = torch.where(
-                    new_line[:, None, None], state.line_images[rows, :, :, actions], 0
-                )
-                basis = self._rows(state.mask.shape[1])[actions]
-                state.coil_images += column[..., None] * basis[:, None, None, :]
+            new_line, term = self.acquire(state, rows, actions, into=(state.mask, state.observed))
+            if term is not None and state.coil_images is not None:
+                state.coil_images += term
         previous = state.score
         self._reconstruct(state, timer)
         self._score(state, timer)
@@ -378,22 +376,13 @@ class AcquisitionCore:
             if self.device.type == "cpu" and bool(rows[0] == rows[-1]):
                 one = int(rows[0])
             pick: torch.Tensor | slice = rows if one is None else slice(one, one + 1)
-            new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
-            if state.coil_images is not None and state.line_images is not None:
-                column = torch.where(
-                    new_line[:, None, None], state.line_images[rows, :, :, cols], 0
-                )
-                basis = self._rows(state.mask.shape[1])[cols]
-                coil = state.coil_images[pick] + column[..., None] * basis[:, None, None, :]
-                image = rss(coil, dim=1).float()
+            if state.coil_images is not None:
+                _, term = self.acquire(state, rows, cols)
+                assert term is not None
+                image = self.reconstructor.from_coil_images(state.coil_images[pick] + term).float()
             else:
-                mask = state.mask[rows]
-                n = torch.arange(rows.numel(), device=self.device)
-                mask[n, cols] |= new_line
-                observed = state.observed[rows]
-                observed[n, :, :, cols] = torch.where(
-                    new_line[:, None, None], state.kspace[rows, :, :, cols], observed[n, :, :, cols]
-                )
+                mask, observed = state.mask[rows], state.observed[rows]  # copies
+                self.acquire(state, rows, cols, into=(mask, observed))
                 image = self._forward(observed, mask, state.num_low[rows])[0]
             if targets is not None:
                 value = metrics.ssim_against(image, targets, rows if one is None else one)
@@ -401,6 +390,48 @@ class AcquisitionCore:
                 value = _metric(metric, image, state.target[rows], state.data_range[rows])
             out[start : start + rows.numel()] = _SIGN[metric] * value
         return out.view(b, k)
+
+    # ------------------------------------------------------------------------ acquire
+    def acquire(
+        self,
+        state: EnvState,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        into: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Add line ``cols[i]`` to episode ``rows[i]``: the one add-a-line rule.
+
+        :meth:`step` writes into the state itself, :meth:`score_candidates` into copies of
+        its rows (or only takes the rank-one term), so both follow the same rule: a line
+        already acquired or not measured adds nothing.
+
+        Args:
+            state: The episodes the lines come from.
+            rows: Long ``(N,)`` episode of each line (may repeat).
+            cols: Long ``(N,)`` columns.
+            into: ``(mask, observed)`` with ``N`` rows to update in place (row ``i`` gets
+                line ``i``): ``state.mask`` / ``state.observed`` when ``rows`` is every
+                episode once, else copies of ``state.mask[rows]`` / ``state.observed[rows]``.
+
+        Returns:
+            ``new_line`` (bool ``(N,)``: the line was measured and not yet acquired) and, on
+            the linear fast path, the rank-one coil-image term ``(N, C, h, w)`` to add to the
+            episodes' coil images (else ``None``).
+        """
+        new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
+        if into is not None:
+            mask, observed = into
+            n = torch.arange(rows.numel(), device=rows.device)
+            mask[n, cols] |= new_line
+            observed[n, :, :, cols] = torch.where(
+                new_line[:, None, None], state.kspace[rows, :, :, cols], observed[n, :, :, cols]
+            )
+        term = None
+        if state.line_images is not None:
+            # where, not multiply: inf * 0 would be NaN if unseen data were not finite
+            column = torch.where(new_line[:, None, None], state.line_images[rows, :, :, cols], 0)
+            term = column[..., None] * self._rows(state.mask.shape[1])[cols][:, None, None, :]
+        return new_line, term
 
     # ------------------------------------------------------------------------- helpers
     @torch.no_grad()
@@ -418,7 +449,7 @@ class AcquisitionCore:
     def _reconstruct(self, state: EnvState, timer: Timer) -> None:
         with timer("forward"):
             if state.coil_images is not None:
-                state.recon = rss(state.coil_images, dim=1).float()
+                state.recon = self.reconstructor.from_coil_images(state.coil_images).float()
             else:
                 state.recon, state.uncertainty = self._forward(
                     state.observed, state.mask, state.num_low
@@ -438,7 +469,7 @@ class AcquisitionCore:
             "repeat_penalty": self.repeat_penalty,
             "device": str(self.device),
             "bf16": self.bf16,
-            "fast_zero_filled": self.fast_zero_filled,
+            "fast_linear": self.fast_linear,
         }
 
 

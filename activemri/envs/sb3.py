@@ -12,7 +12,7 @@ SB3 algorithms take a ``VecEnv``; wrapping :class:`ActiveMRIVectorEnv` directly 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -23,7 +23,6 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from activemri.envs.core import EnvState
 from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = [
@@ -50,17 +49,15 @@ def extra_observation_spaces(width: int) -> dict[str, spaces.Space[np.ndarray]]:
     }
 
 
-def extra_observations(state: EnvState) -> dict[str, torch.Tensor]:
-    """The optional observation entries of a batch state, as tensors on its device.
+def extra_observations(obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The optional observation entries of a policy observation, on its device.
+
+    ``obs`` is :meth:`ActiveMRIVectorEnv.torch_policy_observation`'s.
 
     ``action_mask``: ``(B, W)`` int8, measured lines not yet acquired; ``budget_used``:
     ``(B, 1)`` float32, steps taken / steps allowed.
     """
-    used = state.steps.float() / state.budget.clamp_min(1).float()
-    return {
-        ACTION_MASK: (state.valid & ~state.mask).to(torch.int8),
-        BUDGET_USED: used.clamp(0.0, 1.0).unsqueeze(1),
-    }
+    return {ACTION_MASK: obs["action_mask"].to(torch.int8), BUDGET_USED: obs["budget_used"]}
 
 
 class ActiveMRISB3VecEnv(VecEnv):
@@ -101,7 +98,7 @@ class ActiveMRISB3VecEnv(VecEnv):
         space = venv.single_observation_space
         assert isinstance(space, spaces.Dict)
         keys = list(space.spaces) if observation_keys is None else list(observation_keys)
-        entries = {**space.spaces, **extra_observation_spaces(venv.sim.width)}
+        entries = {**space.spaces, **extra_observation_spaces(venv.width)}
         unknown = sorted(set(keys) - set(entries))
         if unknown or not keys:
             raise ValueError(
@@ -123,7 +120,7 @@ class ActiveMRISB3VecEnv(VecEnv):
                 BUDGET_USED: np.ones(1, dtype=np.float32),
             }
         else:
-            values = extra_observations(self.venv.sim.require_state())
+            values = extra_observations(self.venv.torch_policy_observation({}))
             extra = {k: values[k].cpu().numpy() for k in self._extra}
         full = {**obs, **extra}
         return {k: full[k] for k in self.observation_keys}

@@ -2,22 +2,34 @@
 
 A scenario says where an episode starts (a central block of low-frequency lines, optionally
 plus random extra lines) and how many lines the agent may add (a fixed budget, or a target
-acceleration). Named presets cover the settings of the active-acquisition literature.
+acceleration). Named presets cover the settings of the active-acquisition literature; they
+are YAML files in ``envs/scenarios/`` (:data:`SCENARIOS`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from activemri._config import from_mapping
+from activemri._io import read_yaml_mapping
 from activemri.masks import center_block
 
-__all__ = ["REWARD_METRICS", "SCENARIOS", "BudgetError", "Scenario", "resolve_scenario"]
+__all__ = [
+    "REWARD_METRICS",
+    "SCENARIOS",
+    "BudgetError",
+    "Scenario",
+    "load_scenario_file",
+    "resolve_scenario",
+    "scenario_dir",
+]
 
 REWARD_METRICS = ("ssim", "psnr", "nmse", "mse")
 """Scores a reward can be the gain of; ``nmse`` and ``mse`` are negated so higher is better."""
@@ -201,43 +213,97 @@ class Scenario:
         return self.end_lines(int(valid.sum()), initial) - initial
 
 
-SCENARIOS: dict[str, Scenario] = {
-    # Pineda et al. MICCAI 2020 on 368-wide knee k-space: both end at 100 lines.
-    "miccai-30l": Scenario(initial_lines=30, budget=70),
-    "miccai-2l": Scenario(initial_lines=2, budget=98),
-    # fastMRI's center fractions for 4x / 8x; the agent fills the rest of the line budget.
-    "4x": Scenario(center_fraction=0.08, acceleration=4.0),
-    "8x": Scenario(center_fraction=0.04, acceleration=8.0),
-    # Built-in default data (128 lines): 10 ACS lines, ends at 32 lines (4x).
-    "builtin-4x": Scenario(initial_lines=10, budget=22),
-}
-"""Named scenarios, selectable by name in presets and ``gymnasium.make(..., scenario=NAME)``."""
+def scenario_dir() -> Path:
+    """The folder of named scenarios (one ``NAME.yaml`` of :class:`Scenario` fields each).
 
+    ``envs/scenarios/`` of the source checkout (editable installs), else the copy installed
+    inside the package (``activemri/presets/envs/scenarios``, where a wheel puts it).
+    ``$ACTIVEMRI_ENV_PRESETS`` does not move it: the named scenarios are part of activemri.
+    """
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    folder = checkout / "envs" / "scenarios"
+    if (checkout / "pyproject.toml").is_file() and folder.is_dir():
+        return folder
+    return package / "presets" / "envs" / "scenarios"
+
+
+def load_scenario_file(path: str | Path) -> Scenario:
+    """Read a scenario YAML file: a mapping of :class:`Scenario` fields.
+
+    Raises:
+        FileNotFoundError: If the file does not exist.
+        ValueError: Naming the file, if it is not a mapping or has unknown keys or invalid
+            values.
+    """
+    data = read_yaml_mapping(path, "scenario file")
+    return from_mapping(Scenario, data, source=path, section="scenario")
+
+
+class _ScenarioTable(Mapping[str, Scenario]):
+    """Read-only ``name -> Scenario`` of the files in :func:`scenario_dir`, read on first use."""
+
+    def __init__(self) -> None:
+        self._table: dict[str, Scenario] | None = None
+
+    def _load(self) -> dict[str, Scenario]:
+        if self._table is None:
+            folder = scenario_dir()
+            self._table = {p.stem: load_scenario_file(p) for p in sorted(folder.glob("*.yaml"))}
+        return self._table
+
+    def __getitem__(self, name: str) -> Scenario:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"SCENARIOS({self._load()!r})"
+
+
+SCENARIOS: Mapping[str, Scenario] = _ScenarioTable()
+"""Named scenarios, selectable by name in presets and ``gymnasium.make(..., scenario=NAME)``.
+
+Read-only, loaded on first use from ``envs/scenarios/NAME.yaml`` (:func:`scenario_dir`)."""
+
+_SECTION = "scenario"
 _FIELDS = {f.name for f in fields(Scenario)}
 
 
 def resolve_scenario(spec: str | Mapping[str, Any] | Scenario, **overrides: Any) -> Scenario:
-    """Build a :class:`Scenario` from a name in :data:`SCENARIOS`, a mapping or a scenario.
+    """Build a :class:`Scenario` from a name in :data:`SCENARIOS`, a file, a mapping or one.
 
     Args:
-        spec: The scenario; a mapping may name a ``base`` scenario and override its fields.
+        spec: The scenario: a name, a ``.yaml`` file of scenario fields, a mapping (which may
+            name a ``base`` scenario and override its fields) or a :class:`Scenario`.
         **overrides: Field values that replace the spec's. Setting ``initial_lines`` clears
             ``center_fraction`` (and vice versa), and likewise ``budget`` / ``acceleration``.
 
     Raises:
-        ValueError: For an unknown name or field.
+        ValueError: For an unknown name or field, or a value of the wrong type.
+        FileNotFoundError: For a ``.yaml`` file that does not exist.
     """
     if isinstance(spec, Scenario):
         base = spec
     elif isinstance(spec, str):
-        if spec not in SCENARIOS:
-            raise ValueError(f"unknown scenario {spec!r}; choose from {sorted(SCENARIOS)}")
-        base = SCENARIOS[spec]
+        if spec.endswith((".yaml", ".yml")):
+            base = load_scenario_file(spec)
+        elif spec not in SCENARIOS:
+            raise ValueError(
+                f"unknown scenario {spec!r}; choose from {sorted(SCENARIOS)} (files in "
+                f"{scenario_dir()}) or give a .yaml file of scenario fields"
+            )
+        else:
+            base = SCENARIOS[spec]
     elif isinstance(spec, Mapping):
         values = dict(spec)
         name = values.pop("base", None)
         if name is None:
-            return _with(Scenario(**_check_fields(values)), overrides)
+            return _with(from_mapping(Scenario, values, section=_SECTION), overrides)
         return resolve_scenario(str(name), **{**values, **overrides})
     else:
         raise ValueError(
@@ -246,15 +312,10 @@ def resolve_scenario(spec: str | Mapping[str, Any] | Scenario, **overrides: Any)
     return _with(base, overrides)
 
 
-def _check_fields(values: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(values) - _FIELDS
-    if unknown:
-        raise ValueError(f"unknown scenario fields {sorted(unknown)}; allowed {sorted(_FIELDS)}")
-    return dict(values)
-
-
 def _with(base: Scenario, overrides: Mapping[str, Any]) -> Scenario:
-    changes = _check_fields(overrides)
+    if not overrides:
+        return base
+    changes = dict(overrides)
     if "initial_lines" in changes and "center_fraction" not in changes:
         changes["center_fraction"] = None
     if "center_fraction" in changes and "initial_lines" not in changes:
@@ -263,4 +324,7 @@ def _with(base: Scenario, overrides: Mapping[str, Any]) -> Scenario:
         changes["acceleration"] = None
     if "acceleration" in changes and "budget" not in changes:
         changes["budget"] = None
-    return replace(base, **changes) if changes else base
+    unknown = [key for key in changes if key not in _FIELDS]
+    if unknown:  # named against the overrides alone, not the base's fields
+        return from_mapping(Scenario, changes, section=_SECTION)
+    return from_mapping(Scenario, {**asdict(base), **changes}, section=_SECTION)

@@ -1,19 +1,16 @@
-"""Episode slots over one :class:`~activemri.envs.core.AcquisitionCore`: data, seeds, observations.
+"""Episode slots: an :class:`~activemri.envs.source.EpisodeSource` plus the batched core.
 
 The single env is a simulator with one slot and the vector env one with ``num_envs`` slots,
-so a vector env and B single envs seeded alike run exactly the same code per episode.
-Each slot owns a NumPy generator that chooses its slices and its random initial lines. A
-slice that cannot be read (damaged file, NaN values, finite values too large for float32
-arithmetic) is skipped with a :class:`~activemri.data.DataWarning` and recorded in
-:attr:`Simulator.bad_slices`; the episode starts on the next slice instead. A slot left with
-no readable slice raises :class:`NoReadableSliceError`.
+so a vector env and B single envs seeded alike run exactly the same code per episode. The
+source decides which slice each slot plays and how it starts (its generator, slice order,
+skipped unreadable slices: :attr:`Simulator.bad_slices`); the
+:class:`~activemri.envs.core.AcquisitionCore` advances the batch; the simulator holds the
+batch state and turns it into observations (the env's and a policy's) and info.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,20 +19,26 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from activemri.data import CorruptSliceError, DataWarning, SliceDataset, SliceMeta, SliceSample
 from activemri.envs.config import (
     DEFAULT_CANDIDATE_CHUNK,
     EnvConfig,
-    build_dataset,
     build_reconstructor_for_env,
     load_env_config,
     resolve_device,
 )
 from activemri.envs.core import AcquisitionCore, EnvState, StepResult, Timer, _no_timer
-from activemri.envs.scenario import BudgetError
+from activemri.envs.source import Episode, EpisodeSource, NoReadableSliceError, PolicyEpisode
 from activemri.recon_models.domain import guarded_domain_check
 
-__all__ = ["OBS_BOUND", "Episode", "NoReadableSliceError", "ResetNeededError", "Simulator"]
+__all__ = [
+    "OBS_BOUND",
+    "POLICY_KEYS",
+    "Episode",
+    "NoReadableSliceError",
+    "PolicyEpisode",
+    "ResetNeededError",
+    "Simulator",
+]
 
 OBS_BOUND = 1.0e4
 """Observations are clipped to ``[-OBS_BOUND, OBS_BOUND]`` (in units of the observation
@@ -43,8 +46,9 @@ scale, so only a broken reconstructor reaches it); finite bounds keep Gymnasium'
 observation-normalizing wrappers well defined."""
 
 
-class NoReadableSliceError(ValueError):
-    """An episode slot has no readable slice left to start an episode on."""
+POLICY_KEYS = ("action_mask", "valid", "budget", "steps", "budget_used", "num_low")
+"""Entries a policy's observation has besides the env's (see
+:meth:`Simulator.policy_observation`): all of them follow from what was acquired."""
 
 
 class ResetNeededError(ResetNeeded, RuntimeError):
@@ -52,32 +56,6 @@ class ResetNeededError(ResetNeeded, RuntimeError):
 
     Gymnasium's :class:`~gymnasium.error.ResetNeeded`, and a ``RuntimeError`` as before.
     """
-
-
-@dataclass
-class Episode:
-    """Host-side facts about a slot's current episode.
-
-    Attributes:
-        meta: The slice's metadata.
-        dataset_index: Index of the slice in the dataset.
-        pass_index: How many full passes over the slices this slot had made when it started.
-        data_range: Data range used for SSIM/PSNR.
-        valid_lines: Measured lines of the slice.
-        end_lines: Lines acquired when the budget is spent (initial lines + budget).
-    """
-
-    meta: SliceMeta
-    dataset_index: int
-    pass_index: int
-    data_range: float
-    valid_lines: int
-    end_lines: int
-
-    @property
-    def actual_acceleration(self) -> float:
-        """``valid_lines / end_lines``: the acceleration this episode ends at."""
-        return self.valid_lines / self.end_lines
 
 
 class Simulator:
@@ -94,12 +72,12 @@ class Simulator:
         self.config = config
         self.num_slots = num_slots
         self.device = resolve_device(config.device)
-        self.dataset: SliceDataset
-        self.dataset, self.indices = build_dataset(config)
-        first = self.indices[0]
-        self.kspace_shape: tuple[int, int, int] = self.dataset.slice_shape(first)
-        self.recon_size: tuple[int, int] = self.dataset.slice_meta(first).recon_size
-        self.actual_accelerations: dict[int, float] = self._plan_episodes()
+        self.source = EpisodeSource(config, num_slots)
+        self.dataset = self.source.dataset
+        self.indices = self.source.indices
+        self.kspace_shape = self.source.kspace_shape
+        self.recon_size = self.source.recon_size
+        self.actual_accelerations = self.source.actual_accelerations
         model = build_reconstructor_for_env(
             config, self.recon_size, self.device, kspace_shape=self.kspace_shape
         )
@@ -119,13 +97,9 @@ class Simulator:
             candidate_chunk=config.candidate_chunk
             or DEFAULT_CANDIDATE_CHUNK.get(self.device.type, DEFAULT_CANDIDATE_CHUNK["cpu"]),
         )
-        self.order = config.resolved_order
-        self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
-        self.started = [0] * num_slots
-        self._perms: list[np.ndarray | None] = [None] * num_slots
+        self.order = self.source.order
+        self.bad_slices = self.source.bad_slices  # the same dict: skips show up here
         self.episodes: list[Episode | None] = [None] * num_slots
-        self.bad_slices: dict[int, str] = {}
-        self._cache: dict[int, SliceSample] = {}
         self.state: EnvState | None = None
         self._end_lines = torch.ones(num_slots, dtype=torch.long, device=self.device)
 
@@ -142,41 +116,6 @@ class Simulator:
                 raise ValueError("overrides cannot be combined with an EnvConfig; edit the config")
             return cls(preset, num_slots)
         return cls(load_env_config(preset, **overrides), num_slots)
-
-    def _plan_episodes(self) -> dict[int, float]:
-        """Check the scenario on every slice (from metadata) and return its actual accelerations.
-
-        Raises:
-            BudgetError: Naming the files on which the budget or acceleration cannot be
-                honoured.
-        """
-        scenario = self.config.scenario
-        by_geometry: dict[tuple[int, int], float | BudgetError] = {}
-        failed: dict[tuple[int, int], list[str]] = {}
-        out: dict[int, float] = {}
-        for index in self.indices:
-            meta = self.dataset.slice_meta(index)
-            key = (meta.padding_left, meta.padding_right)
-            if key not in by_geometry:
-                valid = meta.valid_columns(self.width).numpy()
-                try:
-                    by_geometry[key] = scenario.actual_acceleration(
-                        int(valid.sum()), scenario.initial_count(valid)
-                    )
-                except BudgetError as exc:
-                    by_geometry[key] = exc
-            result = by_geometry[key]
-            if isinstance(result, BudgetError):
-                names = failed.setdefault(key, [])
-                if meta.file.name not in names:
-                    names.append(meta.file.name)
-            else:
-                out[index] = result
-        if failed:
-            key, names = next(iter(failed.items()))
-            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            raise BudgetError(f"{shown}: {by_geometry[key]}")
-        return out
 
     @property
     def actual_acceleration(self) -> float:
@@ -214,88 +153,7 @@ class Simulator:
     # ------------------------------------------------------------------------- reset
     def reseed(self, slot: int, rng: np.random.Generator) -> None:
         """Give ``slot`` a new generator and restart its slice order."""
-        self.rngs[slot] = rng
-        self.started[slot] = 0
-        self._perms[slot] = None
-
-    def _next_index(self, slot: int) -> tuple[int, int]:
-        n = len(self.indices)
-        # 2n draws hold one whole permutation (shuffle) and cover the slot's whole
-        # round-robin share (sequential), so a readable slice is found if the slot has one.
-        for _ in range(2 * n):
-            if self.order == "sequential":
-                position = slot + self.started[slot] * self.num_slots
-                pass_index, within = divmod(position, n)
-                chosen = within
-            else:
-                pass_index, within = divmod(self.started[slot], n)
-                perm = self._perms[slot]
-                if within == 0 or perm is None:
-                    perm = self._perms[slot] = self.rngs[slot].permutation(n)
-                chosen = int(perm[within])
-            self.started[slot] += 1
-            if self.indices[chosen] not in self.bad_slices:
-                return self.indices[chosen], pass_index
-        raise NoReadableSliceError(self._unreadable_message(slot))
-
-    def _unreadable_message(self, slot: int) -> str:
-        if self.order == "sequential" and len(self.bad_slices) < len(self.indices):
-            n = len(self.indices)
-            share = sorted({self.indices[(slot + k * self.num_slots) % n] for k in range(n)})
-            where = (
-                f"sub-env {slot}'s round-robin share ({len(share)} of {n} slices, dealt to "
-                f"{self.num_slots} sub-envs)"
-            )
-        else:
-            share, where = sorted(self.bad_slices), "every slice of the environment's data"
-        files = sorted({self.dataset.slice_meta(i).file.name for i in share})
-        reasons = "; ".join(self.bad_slices[i] for i in share[:3])
-        return (
-            f"{where} is unreadable, in {', '.join(files[:5])}"
-            f"{f' and {len(files) - 5} more files' if len(files) > 5 else ''} ({reasons}); "
-            "run `activemri data check` on the folder"
-            + (", or use a number of sub-envs that deals every sub-env a readable slice"
-               if self.order == "sequential" and len(self.bad_slices) < len(self.indices)
-               else "")
-        )  # fmt: skip
-
-    def _load(self, slot: int) -> tuple[SliceSample, int, int, float]:
-        """Next readable slice of ``slot`` and its data range.
-
-        Unreadable slices are skipped, recorded and warned about; each one is read at most
-        once, so this ends after at most ``len(indices) + 1`` reads.
-        """
-        while True:
-            index, pass_index = self._next_index(slot)
-            if index in self._cache:
-                sample = self._cache[index]
-                return sample, index, pass_index, self._data_range(sample)
-            try:
-                sample = self.dataset[index]
-                data_range = self._data_range(sample)
-            except CorruptSliceError as exc:
-                self.bad_slices[index] = str(exc)
-                warnings.warn(f"skipping slice: {exc}", DataWarning, stacklevel=3)
-                continue
-            if self.config.cache_slices:
-                self._cache[index] = sample
-            return sample, index, pass_index, data_range
-
-    @staticmethod
-    def _data_range(sample: SliceSample) -> float:
-        """The SSIM/PSNR data range: the file's ``max``, else the target slice's maximum."""
-        meta = sample.meta
-        if sample.target is None:
-            raise ValueError(f"{meta.file} slice {meta.slice_index} has no target")
-        data_range = meta.max_value
-        if data_range is None:
-            data_range = float(sample.target.max())
-            if not data_range > 0:
-                raise CorruptSliceError(
-                    f"{meta.file} slice {meta.slice_index}: the target is zero everywhere and "
-                    "the file has no 'max': SSIM and PSNR are undefined"
-                )
-        return float(data_range)
+        self.source.reseed(slot, rng)
 
     def reset_slots(self, slots: list[int], timer: Timer = _no_timer) -> None:
         """Start a new episode in each of ``slots`` (sorted, distinct).
@@ -310,26 +168,16 @@ class Simulator:
         episodes = []
         with timer("data"):
             for slot in slots:
-                sample, index, pass_index, data_range = self._load(slot)
-                valid = sample.meta.valid_columns(self.width).numpy()
-                mask, num_low = self.config.scenario.initial_mask(valid, self.rngs[slot])
-                try:
-                    budget = self.config.scenario.episode_budget(valid, mask)
-                except BudgetError as exc:
-                    raise BudgetError(f"{sample.meta.file.name}: {exc}") from exc
-                episodes.append(
-                    Episode(
-                        sample.meta, index, pass_index, data_range, int(valid.sum()),
-                        int(mask.sum()) + budget,
-                    )
-                )  # fmt: skip
+                new_episode = self.source.next_episode(slot)
+                sample = new_episode.sample
+                episodes.append(new_episode.episode)
                 kspaces.append(sample.kspace)
-                targets.append(cast(torch.Tensor, sample.target))  # _load refuses None
-                ranges.append(data_range)
-                valids.append(valid)
-                masks.append(mask)
-                lows.append(num_low)
-                budgets.append(budget)
+                targets.append(cast(torch.Tensor, sample.target))  # the source refuses None
+                ranges.append(new_episode.episode.data_range)
+                valids.append(new_episode.valid)
+                masks.append(new_episode.mask)
+                lows.append(new_episode.num_low)
+                budgets.append(new_episode.budget)
             dev = self.device
             new = (
                 torch.stack(kspaces).to(dev),
@@ -426,10 +274,29 @@ class Simulator:
             obs["kspace"] = kspace.clamp(-OBS_BOUND, OBS_BOUND)
         return obs
 
+    def policy_observation(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``obs`` and the :data:`POLICY_KEYS` entries: what a (non-oracle) policy is given.
+
+        ``action_mask``: bool ``(B, W)`` measured lines not yet acquired; ``valid``: bool
+        ``(B, W)`` measured lines; ``budget`` / ``steps``: long ``(B,)`` steps allowed and
+        taken; ``budget_used``: float32 ``(B, 1)`` their ratio; ``num_low``: long ``(B,)``
+        size of the initial central block. Nothing here depends on unacquired data.
+        """
+        state = self.require_state()
+        used = state.steps.float() / state.budget.clamp_min(1).float()
+        return {
+            **obs,
+            "action_mask": state.free_lines(),
+            "valid": state.valid,
+            "budget": state.budget,
+            "steps": state.steps,
+            "budget_used": used.clamp(0.0, 1.0).unsqueeze(1),
+            "num_low": state.num_low,
+        }
+
     def action_masks(self) -> torch.Tensor:
         """Bool ``(B, W)``: measured lines not yet acquired."""
-        state = self.require_state()
-        return state.valid & ~state.mask
+        return self.require_state().free_lines()
 
     def step_info(self, result: StepResult | None) -> dict[str, torch.Tensor]:
         """Per-slot metrics as tensors (see the env docstrings for the keys)."""

@@ -13,10 +13,12 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from activemri.data import SliceDataset
 from activemri.envs.config import EnvConfig
-from activemri.envs.core import Timer, _no_timer
+from activemri.envs.core import EnvState, Timer, _no_timer
 from activemri.envs.env import render_slot
-from activemri.envs.simulator import Episode, Simulator
+from activemri.envs.simulator import Episode, PolicyEpisode, Simulator
+from activemri.recon_models.base import Reconstructor
 
 __all__ = ["ActiveMRIVectorEnv"]
 
@@ -129,6 +131,89 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
     def core(self) -> Any:
         """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
         return self.sim.core
+
+    @property
+    def reconstructor(self) -> Reconstructor:
+        """The reconstructor the rewards are computed with (in eval mode, on :attr:`device`)."""
+        return self.sim.core.reconstructor
+
+    @property
+    def width(self) -> int:
+        """Number of phase-encode lines ``W`` (the action count)."""
+        return self.sim.width
+
+    @property
+    def state(self) -> EnvState:
+        """The privileged batch state (fully sampled k-space, targets; on :attr:`device`).
+
+        For tools and tests, never for policies: what a policy may see is
+        :meth:`torch_policy_observation`; an oracle scores lines through
+        :meth:`torch_score_candidates`.
+
+        Raises:
+            ResetNeededError: Before the first reset.
+        """
+        return self.sim.require_state()
+
+    @property
+    def episodes(self) -> list[Episode]:
+        """Host-side facts (file, slice, pass, data range, lines) of each row's episode.
+
+        Raises:
+            ResetNeededError: Before the first reset.
+        """
+        self.sim.require_state()
+        return [e for e in self.sim.episodes if e is not None]
+
+    @property
+    def dataset(self) -> SliceDataset:
+        """The slices' dataset (files, metadata; reading it reads targets: not for policies)."""
+        return self.sim.dataset
+
+    @property
+    def kspace_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the env's k-space."""
+        return self.sim.kspace_shape
+
+    @property
+    def recon_size(self) -> tuple[int, int]:
+        """``(h, w)`` of reconstructions and targets."""
+        return self.sim.recon_size
+
+    @property
+    def domain_check(self) -> dict[str, Any] | None:
+        """The reconstructor's domain check on this data, if one ran (see ``EnvConfig``)."""
+        return self.sim.domain_check
+
+    @property
+    def slice_indices(self) -> list[int]:
+        """Dataset indices of the slices episodes draw from (one pass in sequential order)."""
+        return list(self.sim.indices)
+
+    @property
+    def bad_slices(self) -> dict[int, str]:
+        """Slices skipped because they could not be read: dataset index -> reason."""
+        return dict(self.sim.bad_slices)
+
+    def slice_name(self, index: int) -> tuple[str, int]:
+        """``(file name, slice index)`` of dataset index ``index``."""
+        meta = self.sim.dataset.slice_meta(index)
+        return meta.file.name, int(meta.slice_index)
+
+    def torch_policy_observation(self, obs: TensorObs) -> TensorObs:
+        """What a policy is given at a step: ``obs`` and what follows from acquired data.
+
+        Adds ``action_mask``, ``valid``, ``budget``, ``steps``, ``budget_used`` and
+        ``num_low``; see :meth:`~activemri.envs.simulator.Simulator.policy_observation`.
+        """
+        return self.sim.policy_observation(obs)
+
+    def policy_episodes(self, rows: Sequence[int]) -> list[PolicyEpisode]:
+        """What a policy is told about the episodes that start in ``rows``."""
+        episodes = self.episodes
+        return [episodes[row].public() for row in rows]
+
+    to_host = staticmethod(Simulator.to_host)
 
     @property
     def actual_acceleration(self) -> float:

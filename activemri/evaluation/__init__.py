@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from activemri.agents.policy_specs import POLICY_FACTORIES, PolicySpec, parse_policy
+from activemri.agents.rollout import RECORDED_METRICS, Trajectories, run_policy
 from activemri.evaluation.harness import EvalSettings, evaluate, format_table
-from activemri.evaluation.policies import POLICY_FACTORIES, PolicySpec, parse_policy
 from activemri.evaluation.results import SCHEMA, validate_results
-from activemri.evaluation.runner import RECORDED_METRICS, Trajectories, run_policy
 from activemri.evaluation.stats import holm, mean_ci, normalized_auc, paired_tests
 
 __all__ = [

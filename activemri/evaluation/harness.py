@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from activemri import __version__
 from activemri._io import atomic_path, atomic_write_text
+from activemri._version import __version__
+from activemri.agents.policy_specs import PolicySpec, parse_policy
+from activemri.agents.rollout import Trajectories, run_policy
 from activemri.envs.config import build_dataset, describe_reconstructor, load_env_config
 from activemri.envs.vector import ActiveMRIVectorEnv
-from activemri.evaluation.policies import PolicySpec, parse_policy
 from activemri.evaluation.results import build_results, write_csv
-from activemri.evaluation.runner import Trajectories, run_policy
 
 __all__ = ["EvalSettings", "evaluate"]
 
@@ -39,7 +39,7 @@ class EvalSettings:
     """What an evaluation runs.
 
     Attributes:
-        policies: Policy specs (see :func:`~activemri.evaluation.policies.parse_policy`).
+        policies: Policy specs (see :func:`~activemri.agents.policy_specs.parse_policy`).
         presets: Env presets (names or YAML paths).
         accelerations: Budgets as accelerations: an episode ends at
             ``round(measured lines / acceleration)`` lines.
@@ -168,7 +168,7 @@ def _data_identity(venv: ActiveMRIVectorEnv) -> list[list[Any]]:
     this list. Sizes and mtimes rather than content hashes: hashing a fastMRI split would
     read tens of GB on every rerun.
     """
-    dataset = venv.sim.dataset
+    dataset = venv.dataset
     root = Path(dataset.root)
     paths = [v.path for v in dataset.volumes] + [p for p, _ in dataset.skipped]
     out = []
@@ -359,7 +359,7 @@ def evaluate(
             cache[id(venv)] = {
                 "config": _config_identity(venv),
                 "data": _data_identity(venv),
-                "reconstructor": _reconstructor_identity(venv.core.reconstructor),
+                "reconstructor": _reconstructor_identity(venv.reconstructor),
             }
         return {
             "preset": preset,
@@ -378,7 +378,7 @@ def evaluate(
         # The example figure shows a slice every policy ran on: the smallest subset's first.
         sizes = [settings.policy_slices.get(s.label, settings.max_slices) for s in specs]
         smallest = min((n for n in sizes if n is not None), default=None)
-        example_index = envs.get(preset, largest, smallest).sim.indices[0]
+        example_index = envs.get(preset, largest, smallest).slice_indices[0]
         for spec in specs:
             slices = settings.policy_slices.get(spec.label, settings.max_slices)
             if settings.max_slices is not None and slices is not None:
@@ -404,7 +404,7 @@ def evaluate(
                     runs[(preset, spec.label, acceleration)] = loaded
                     continue
                 policy = spec.build(venv, settings.seed)
-                total = len(venv.sim.indices)
+                total = len(venv.slice_indices)
                 desc = f"{spec.label} @ {acceleration:g}x"
                 with tqdm(total=total, unit="slice", desc=desc, disable=not show_progress,
                           leave=False) as bar:  # fmt: skip
@@ -518,7 +518,7 @@ def _acceleration_of(identity: Mapping[str, Any]) -> float | None:
 
 def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
     config = venv.config
-    dataset = venv.sim.dataset
+    dataset = venv.dataset
     scenario = asdict(config.scenario)
     scenario.pop("acceleration", None)
     scenario.pop("budget", None)
@@ -527,11 +527,11 @@ def _describe_env(venv: ActiveMRIVectorEnv) -> dict[str, Any]:
         "split": config.split,
         "split_seed": config.split_seed,
         "reconstructor": describe_reconstructor(config.reconstructor),
-        "reconstructor_class": type(venv.core.reconstructor).__name__,
-        "kspace_shape": list(venv.sim.kspace_shape),
-        "recon_size": list(venv.sim.recon_size),
+        "reconstructor_class": type(venv.reconstructor).__name__,
+        "kspace_shape": list(venv.kspace_shape),
+        "recon_size": list(venv.recon_size),
         "scenario": scenario,
-        "domain_check": venv.sim.domain_check,
+        "domain_check": venv.domain_check,
         # Whole files of the data folder that could not be opened (each also warned about).
         "skipped_files": [
             {"file": Path(path).name, "reason": reason} for path, reason in dataset.skipped

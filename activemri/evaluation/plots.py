@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from activemri._io import atomic_path
-from activemri.evaluation.runner import Trajectories
+from activemri.agents.rollout import Trajectories
 
 __all__ = ["final_figure", "plot_all", "plot_curves", "plot_example", "plot_final"]
 

@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from activemri import __version__
 from activemri._io import atomic_write_text
+from activemri._version import __version__
+from activemri.agents.rollout import RECORDED_METRICS, Trajectories
 from activemri.envs.scenario import Scenario
-from activemri.evaluation.runner import RECORDED_METRICS, Trajectories
 from activemri.evaluation.stats import mean_ci, normalized_auc, paired_tests
 
 __all__ = ["CONVENTIONS", "SCHEMA", "build_results", "slice_accelerations", "truncate",

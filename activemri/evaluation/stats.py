@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from activemri.metrics import normalized_auc
+
 __all__ = [
     "PairedTest",
     "holm",
@@ -53,29 +55,6 @@ def mean_ci(
         half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
     half = np.where(n >= 2, half, np.nan)
     return mean, mean - half, mean + half, n
-
-
-def normalized_auc(lines: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Area under ``values`` versus ``lines``, divided by the span of ``lines``.
-
-    Args:
-        lines: ``(T,)`` lines acquired at each record, increasing.
-        values: ``(N, T)`` metric per slice and record.
-
-    Returns:
-        ``(N,)``; with a single record, that record's value.
-    """
-    lines = np.asarray(lines, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64)
-    if lines.ndim != 1 or values.shape[-1] != lines.size:
-        raise ValueError(f"values {values.shape} do not match lines {lines.shape}")
-    if lines.size == 1:
-        return np.array(values[..., 0], dtype=np.float64)
-    if np.any(np.diff(lines) <= 0):
-        raise ValueError("lines must increase")
-    widths = np.diff(lines)
-    area = np.sum(widths * (values[..., 1:] + values[..., :-1]) / 2, axis=-1)
-    return np.asarray(area / (lines[-1] - lines[0]), dtype=np.float64)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

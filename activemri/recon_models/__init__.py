@@ -4,7 +4,9 @@
 - Built-ins (registry names): ``zero_filled`` (:class:`ZeroFilled`), ``tv``
   (:class:`TVReconstructor`), ``unet`` (:class:`UnetReconstructor`), ``varnet``
   (:class:`VarNetReconstructor`).
-- :func:`reconstructor_from_preset` builds the model of a YAML preset; :func:`load_default`
+- :func:`resolve` turns any spec (instance, preset, checkpoint, registry name or
+  ``module:Class``) into a model, with the trust and capability rules in one place;
+  :func:`reconstructor_from_preset` builds the model of a YAML preset; :func:`load_default`
   returns the shipped default U-Net.
 """
 
@@ -21,6 +23,7 @@ from activemri.recon_models.registry import (
     load_preset,
     reconstructor_from_preset,
 )
+from activemri.recon_models.resolve import describe_reconstructor, resolve
 from activemri.recon_models.unet import Unet, UnetReconstructor
 from activemri.recon_models.varnet import VarNet, VarNetReconstructor
 from activemri.recon_models.zero_filled import ZeroFilled
@@ -38,10 +41,12 @@ __all__ = [
     "VarNetReconstructor",
     "ZeroFilled",
     "build_reconstructor",
+    "describe_reconstructor",
     "load_default",
     "load_preset",
     "load_reconstructor",
     "reconstructor_from_preset",
+    "resolve",
 ]
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "unet_default.pt"

@@ -9,6 +9,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from activemri.recon_models.checkpoint import load_reconstructor, save_reconstructor
+
 __all__ = ["ReconOutput", "Reconstructor", "num_low_frequencies_tensor"]
 
 
@@ -37,16 +39,33 @@ class Reconstructor(nn.Module):
     - ``sens_maps``: complex ``(B, C, H, W)`` coil sensitivities, where known.
 
     Subclasses call ``super().__init__(recon_size, config)`` with ``config`` the JSON-like
-    keyword arguments that rebuild them (checkpoints store it), and set the class attributes
-    below. Checkpointing: :meth:`save` / :meth:`load`.
+    keyword arguments that rebuild them (checkpoints store it), and set the capability class
+    attributes below; every consumer (the env's checks and fast paths, training, loading)
+    reads them, so a user's class gets the same guards and fast paths as a built-in one.
+    Checkpointing: :meth:`save` / :meth:`load`.
 
     Attributes:
         recon_size: ``(h, w)`` of the output images.
-        supports_multicoil: Whether ``C > 1`` inputs are handled.
-        predicts_kspace: Whether :meth:`forward_kspace` is implemented (needed by
-            self-supervised training, whose loss lives in k-space).
+        needs_weights: Class attribute: the model is meaningless without trained weights
+            (:func:`activemri.recon_models.resolve` refuses to build it untrained unless
+            asked to). Default False.
+        linear_in_columns: Class attribute: the output image is
+            ``from_coil_images(coil_images)``, where ``coil_images`` (complex
+            ``(B, C, h, w)``) are the zero-filled coil images (centered 2-D inverse FFT of the
+            masked k-space, center-cropped to ``recon_size``), which are linear in the
+            acquired columns. Then the env core keeps the coil images and adds one rank-one
+            term per acquired line instead of running :meth:`forward` (no FFT per step). Only
+            for models whose output depends on nothing else (no ``aux``, no uncertainty).
+            Default False.
+        supports_multicoil: Class attribute: whether ``C > 1`` inputs are handled. Default
+            True.
+        predicts_kspace: Class attribute: whether :meth:`forward_kspace` returns full
+            k-space predictions (needed by self-supervised training, whose loss lives in
+            k-space). Default False.
     """
 
+    needs_weights: ClassVar[bool] = False
+    linear_in_columns: ClassVar[bool] = False
     supports_multicoil: ClassVar[bool] = True
     predicts_kspace: ClassVar[bool] = False
 
@@ -104,6 +123,18 @@ class Reconstructor(nn.Module):
         """Predict full multi-coil k-space ``(B, C, H, W)`` (models with ``predicts_kspace``)."""
         raise NotImplementedError(f"{type(self).__name__} does not predict k-space")
 
+    def from_coil_images(self, coil_images: torch.Tensor) -> torch.Tensor:
+        """The output image from zero-filled coil images (models with ``linear_in_columns``).
+
+        Args:
+            coil_images: Complex ``(B, C, h, w)`` zero-filled coil images at ``recon_size``.
+
+        Returns:
+            Float ``(B, h, w)``: what :meth:`forward` returns as ``image`` for the k-space
+            those coil images come from.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not linear in the acquired columns")
+
     def check_inputs(self, kspace: torch.Tensor, mask: torch.Tensor) -> None:
         """Raise a clear error if ``kspace``/``mask`` do not follow the contract."""
         if kspace.ndim != 4 or not kspace.is_complex():
@@ -120,8 +151,6 @@ class Reconstructor(nn.Module):
 
     def save(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
         """Write a checkpoint atomically (see :mod:`activemri.recon_models.checkpoint`)."""
-        from activemri.recon_models.checkpoint import save_reconstructor
-
         save_reconstructor(self, path, extra=extra)
 
     @classmethod
@@ -137,8 +166,6 @@ class Reconstructor(nn.Module):
         class; called on :class:`Reconstructor`, the class stored in the file is used if it is
         built in (or ``trust_class_path=True``). No code from the file is ever executed.
         """
-        from activemri.recon_models.checkpoint import load_reconstructor
-
         return load_reconstructor(
             path,
             map_location=map_location,

@@ -4,7 +4,12 @@ A checkpoint is a ``torch.save`` of a plain dictionary: format tag, class path, 
 config, ``state_dict`` and the activemri version (plus optional ``extra`` entries such as
 training state). Loading uses ``torch.load(..., weights_only=True)``, which refuses pickled
 objects, and imports the stored class path only for built-in classes, for the class the
-caller names, or when the caller passes ``trust_class_path=True``.
+caller names, or when the caller passes ``trust_class_path=True``: that rule lives in
+:func:`checkpoint_class` and nowhere else.
+
+This module does not import :mod:`activemri.recon_models.base` (the contract's
+:meth:`~activemri.recon_models.base.Reconstructor.save` / ``load`` call it), so the classes
+it handles are passed in.
 """
 
 from __future__ import annotations
@@ -12,18 +17,27 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from activemri import __version__
 from activemri._io import atomic_path
-from activemri.recon_models.base import Reconstructor
+from activemri._version import __version__
+from activemri.recon_models.classes import (
+    class_path_of,
+    import_class,
+    is_reconstructor_class,
+    needs_trust,
+)
+
+if TYPE_CHECKING:
+    from activemri.recon_models.base import Reconstructor
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
     "atomic_torch_save",
+    "checkpoint_class",
     "class_path_of",
     "load_reconstructor",
     "load_state_strict",
@@ -36,11 +50,6 @@ CHECKPOINT_FORMAT = "activemri.reconstructor/1"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, untrusted or does not fit the model."""
-
-
-def class_path_of(cls: type) -> str:
-    """``module:QualName`` of a class."""
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -119,26 +128,11 @@ def load_reconstructor(
     Raises:
         CheckpointError: Untrusted or mismatched class, missing/unexpected/mis-shaped weights.
     """
-    from activemri.recon_models.registry import BUILTIN_CLASS_PATHS, import_class
-
     payload = read_checkpoint(path, map_location)
     stored = str(payload["class_path"])
-    if cls is not None:
-        if class_path_of(cls) != stored:
-            raise CheckpointError(f"{path} holds a {stored} model, not {class_path_of(cls)}")
-    elif stored in BUILTIN_CLASS_PATHS or trust_class_path:
-        imported = import_class(stored)
-        if not (isinstance(imported, type) and issubclass(imported, Reconstructor)):
-            raise CheckpointError(f"{stored} in {path} is not a Reconstructor")
-        cls = imported
-    else:
-        raise CheckpointError(
-            f"{path} names the class {stored!r}, which is not built into activemri; importing "
-            "it would run its module's code. Pass cls=YourClass (or trust_class_path=True for "
-            "a file you trust)."
-        )
+    model_cls = checkpoint_class(stored, cls=cls, trust_class_path=trust_class_path, where=path)
     try:
-        model = cls(**payload["config"])
+        model = model_cls(**payload["config"])
     except TypeError as exc:
         raise CheckpointError(f"{path}: config does not fit {stored}: {exc}") from exc
     load_state_strict(model, payload["state_dict"], str(path))
@@ -150,6 +144,47 @@ def load_reconstructor(
             model.training_domain = None
     model.eval()
     return model
+
+
+def checkpoint_class(
+    stored: str,
+    cls: type[Reconstructor] | None = None,
+    trust_class_path: bool = False,
+    where: str | Path = "checkpoint",
+) -> type[Reconstructor]:
+    """The class to rebuild a checkpoint's model with: the trust rule for stored class paths.
+
+    A class path read from a file is imported only if it is built into activemri or the
+    caller trusts the file (``trust_class_path=True``): importing a module runs its code.
+    With ``cls`` given nothing is imported; the file must have been saved from ``cls``.
+
+    Args:
+        stored: The class path stored in the checkpoint.
+        cls: The class the caller expects, if any.
+        trust_class_path: Import ``stored`` even if it is not built in.
+        where: The file, for messages.
+
+    Raises:
+        CheckpointError: Untrusted, mismatched or non-reconstructor class.
+    """
+    if cls is not None:
+        if class_path_of(cls) != stored:
+            raise CheckpointError(f"{where} holds a {stored} model, not {class_path_of(cls)}")
+        return cls
+    if needs_trust(stored) and not trust_class_path:
+        raise CheckpointError(
+            f"{where} names the class {stored!r}, which is not built into activemri; importing "
+            "it would run its module's code. Pass cls=YourClass (or trust_class_path=True for "
+            "a file you trust)."
+        )
+    try:
+        imported = import_class(stored)
+    except ValueError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    if not is_reconstructor_class(imported):
+        raise CheckpointError(f"{stored} in {where} is not a Reconstructor")
+    cls_: type[Reconstructor] = imported
+    return cls_
 
 
 def load_state_strict(

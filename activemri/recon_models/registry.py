@@ -15,14 +15,15 @@ preset is trusted (the user chose it); a class path found inside a checkpoint is
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from activemri._config import from_mapping
 from activemri._io import read_yaml
 from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.classes import BUILTIN, BUILTIN_CLASS_PATHS, import_class
 
 __all__ = [
     "BUILTIN",
@@ -36,29 +37,7 @@ __all__ = [
     "resolve_class",
 ]
 
-BUILTIN: dict[str, str] = {
-    "zero_filled": "activemri.recon_models.zero_filled:ZeroFilled",
-    "tv": "activemri.recon_models.cs:TVReconstructor",
-    "unet": "activemri.recon_models.unet:UnetReconstructor",
-    "varnet": "activemri.recon_models.varnet:VarNetReconstructor",
-}
-BUILTIN_CLASS_PATHS = frozenset(BUILTIN.values())
 PACKAGE_PREFIX = "package:"
-_PRESET_KEYS = {"model", "config", "checkpoint", "train", "description"}
-
-
-def import_class(class_path: str) -> Any:
-    """Import ``module:QualName`` and return the object it names."""
-    module_name, sep, qualname = class_path.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ValueError(f"class path must look like 'package.module:Class', got {class_path!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot import {class_path!r}: {exc}") from exc
-    return obj
 
 
 def resolve_class(name: str) -> type[Reconstructor]:
@@ -100,6 +79,7 @@ class ReconPreset:
         checkpoint: Resolved checkpoint path, or ``None`` (untrained / parameter-free).
         train: Training recipe (see :class:`activemri.recon_models.training.TrainConfig`).
         source: The YAML file, if read from one.
+        description: One line about the preset.
     """
 
     model: str
@@ -107,6 +87,7 @@ class ReconPreset:
     checkpoint: Path | None = None
     train: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    description: str = ""
 
 
 def _resolve_checkpoint(value: str, base: Path | None) -> Path:
@@ -152,22 +133,16 @@ def load_preset(preset: str | Path | Mapping[str, Any]) -> ReconPreset:
     where = source or "preset"
     if not isinstance(data, dict) or "model" not in data:
         raise ValueError(f"{where}: a reconstructor preset is a mapping with a 'model' key")
-    unknown = set(data) - _PRESET_KEYS
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed {sorted(_PRESET_KEYS)}")
-    config = data.get("config") or {}
-    train = data.get("train") or {}
-    if not isinstance(config, dict) or not isinstance(train, dict):
-        raise ValueError(f"{where}: 'config' and 'train' must be mappings")
-    checkpoint = data.get("checkpoint")
-    base = source.parent if source is not None else None
-    return ReconPreset(
-        model=str(data["model"]),
-        config=config,
-        checkpoint=None if checkpoint is None else _resolve_checkpoint(str(checkpoint), base),
-        train=train,
-        source=source,
-    )
+    values = dict(data)
+    for key in ("config", "train"):
+        if values.get(key) is None:
+            values[key] = {}
+    checkpoint = values.get("checkpoint")
+    if isinstance(checkpoint, (str, Path)):
+        base = source.parent if source is not None else None
+        values["checkpoint"] = _resolve_checkpoint(str(checkpoint), base)
+    parsed = from_mapping(ReconPreset, values, source=source, exclude=("source",))
+    return replace(parsed, source=source) if source is not None else parsed
 
 
 def reconstructor_from_preset(

@@ -42,7 +42,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from activemri import _config
 from activemri._io import atomic_write_text
 from activemri.data import SliceDataset, SliceSample, ensure_builtin
 from activemri.kspace import acs_mask, apply_mask
@@ -69,7 +70,8 @@ from activemri.recon_models.evaluate import (
     iterate_batches,
 )
 from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_loss
-from activemri.recon_models.registry import ReconPreset, build_reconstructor, load_preset
+from activemri.recon_models.registry import ReconPreset, load_preset
+from activemri.recon_models.resolve import resolve
 from activemri.recon_models.ssdu import ssdu_split
 
 __all__ = [
@@ -151,17 +153,26 @@ class TrainConfig:
     val_split: str = "val"
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
-        """Build from a preset's ``train:`` mapping, rejecting unknown keys."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown train settings {sorted(unknown)}; known: {sorted(known)}")
-        for f in fields(cls):
-            if f.name in values:
-                _check_type(f.name, values[f.name], f.default)
-        config = cls(**dict(values))
-        config.validate()
+    def from_mapping(
+        cls, values: Mapping[str, Any], source: str | Path | None = None
+    ) -> TrainConfig:
+        """Build from a preset's ``train:`` mapping, rejecting unknown keys and wrong types.
+
+        Args:
+            values: The settings.
+            source: The preset file they come from (named in errors).
+
+        Raises:
+            ValueError: For an unknown key, a value of the wrong type or inconsistent
+                settings, naming the file and the key (``train.epochs``).
+        """
+        config = _config.from_mapping(cls, values, source=source, section="train")
+        try:
+            config.validate()
+        except ValueError as exc:
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {exc}") from exc
         return config
 
     def validate(self) -> None:
@@ -279,27 +290,6 @@ def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random
     return rule
 
 
-def _check_type(name: str, value: Any, default: Any) -> None:
-    """Refuse a setting whose type differs from its default's (``epochs: "two"``)."""
-    if default is MISSING or default is None or value is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    else:
-        return
-    if not ok:
-        raise ValueError(
-            f"train setting {name!r} must be {type(default).__name__}, got {value!r} "
-            f"({type(value).__name__})"
-        )
-
-
 def _unused_parameters(loss_module: nn.Module, batch: MaskedBatch, config: TrainConfig) -> bool:
     """Whether one loss evaluation leaves some parameter without a gradient.
 
@@ -400,7 +390,7 @@ def train(
     settings = {**spec.train, **(overrides or {})}
     if data is not None:
         settings["data"] = data
-    config = TrainConfig.from_mapping(settings)
+    config = TrainConfig.from_mapping(settings, source=spec.source)
     rank, world, dev = _distributed_context(torch.device(device))
     out = Path(out_dir)
     run_files = [out / name for name in ("checkpoint.pt", "model.pt", "history.json")]
@@ -451,7 +441,7 @@ def train(
         raise ValueError(f"validation needs targets; the val split of {folder} lacks some")
 
     torch.manual_seed(config.seed)
-    model = build_reconstructor(spec.model, **spec.config).to(dev)
+    model = resolve(spec.model, config=spec.config, allow_untrained=True).to(dev)
     if config.mode == "ssdu" and not model.predicts_kspace:
         raise ValueError(
             f"SSDU trains in k-space; {type(model).__name__} does not predict k-space "

@@ -161,6 +161,8 @@ class UnetReconstructor(Reconstructor):
             uncertainty loss can never degrade the image.
     """
 
+    needs_weights = True
+
     def __init__(
         self,
         recon_size: Sequence[int],

@@ -163,6 +163,7 @@ class VarNetReconstructor(Reconstructor):
         sigma_scale: Calibration factor of the uncertainty (set by training).
     """
 
+    needs_weights = True
     predicts_kspace = True
 
     def __init__(

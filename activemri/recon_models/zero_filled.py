@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from activemri.kspace import zero_filled
+from activemri.kspace import rss, zero_filled
 from activemri.recon_models.base import ReconOutput, Reconstructor
 
 __all__ = ["ZeroFilled"]
@@ -16,9 +16,14 @@ __all__ = ["ZeroFilled"]
 class ZeroFilled(Reconstructor):
     """``ifft2c`` of the masked k-space, RSS (or SENSE, given ``sens_maps``), center crop.
 
+    Linear in the acquired columns (``linear_in_columns``): without ``sens_maps`` the output
+    is the RSS of the zero-filled coil images (:meth:`from_coil_images`).
+
     Args:
         recon_size: ``(h, w)`` of the output.
     """
+
+    linear_in_columns = True
 
     def __init__(self, recon_size: Sequence[int]) -> None:
         super().__init__(recon_size)
@@ -28,3 +33,7 @@ class ZeroFilled(Reconstructor):
         self.check_inputs(kspace, mask)
         image = zero_filled(kspace, mask, self.recon_size, sens_maps=aux.get("sens_maps"))
         return ReconOutput(image.float())
+
+    def from_coil_images(self, coil_images: torch.Tensor) -> torch.Tensor:
+        """RSS of the zero-filled coil images (see :attr:`Reconstructor.linear_in_columns`)."""
+        return rss(coil_images, dim=1).float()

@@ -130,10 +130,10 @@ def test_shipped_ordering_fits_the_builtin_env_and_records_its_provenance() -> N
 def test_ordering_policy_refuses_other_initial_lines(tiny_data: Path) -> None:
     ordering = learn_ordering(sample_size=2, max_lines=6, **_overrides(tiny_data))
     venv = ActiveMRIVectorEnv(2, **_overrides(tiny_data, initial_lines=2, budget=3))
-    venv.torch_reset(seed=0)
+    obs, _ = venv.torch_reset(seed=0)
     policy = ordering.policy()
     with pytest.raises(ValueError, match="learned from 4 initial lines"):
-        policy.begin([0, 1], list(venv.sim.episodes), venv.sim.require_state())
+        policy.begin([0, 1], venv.policy_episodes([0, 1]), venv.torch_policy_observation(obs))
 
 
 def test_cli_mask_learn(

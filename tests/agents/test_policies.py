@@ -36,6 +36,20 @@ def _state(model, device, budget=6, seed=0):
     return core, state
 
 
+def _obs(state):
+    """A policy observation of ``state``: what it may see (acquired data only)."""
+    obs = {
+        "mask": state.mask.to(torch.int8),
+        "action_mask": state.valid & ~state.mask,
+        "valid": state.valid,
+        "budget": state.budget,
+        "num_low": state.num_low,
+    }
+    if state.uncertainty is not None:
+        obs["uncertainty"] = (state.uncertainty / state.scale[:, None, None]).unsqueeze(1)
+    return obs
+
+
 def test_center_out_order_alternates_from_the_center():
     assert center_out_order(5) == [2, 1, 3, 0, 4]
     assert center_out_order(6) == [3, 2, 4, 1, 5, 0]
@@ -43,13 +57,13 @@ def test_center_out_order_alternates_from_the_center():
 
 def test_low_to_high_and_fixed_order_pick_free_lines(device):
     _, state = _state(ZeroFilled((h, w)), device)
-    assert LowToHighPolicy().act({}, state).tolist() == [8, 8, 8]  # 10 is the center, 9-11 taken
+    assert LowToHighPolicy().act(_obs(state)).tolist() == [8, 8, 8]  # 10 is the center, 9-11 taken
     state.mask[1, 8] = True
-    assert LowToHighPolicy().act({}, state).tolist() == [8, 12, 8]
+    assert LowToHighPolicy().act(_obs(state)).tolist() == [8, 12, 8]
     fixed = FixedOrderPolicy([0, 3, 9, 5])  # 0 is padding, 9 acquired: 3 comes first
-    assert fixed.act({}, state).tolist() == [3, 3, 3]
+    assert fixed.act(_obs(state)).tolist() == [3, 3, 3]
     state.mask[:, 3] = state.mask[:, 5] = True
-    assert fixed.act({}, state).tolist() == [8, 12, 8]  # order exhausted: center-out
+    assert fixed.act(_obs(state)).tolist() == [8, 12, 8]  # order exhausted: center-out
     played = FixedOrderPolicy.from_mask(np.isin(np.arange(W), [2, 17, 13]))
     assert played.order == [13, 17, 2]
     with pytest.raises(ValueError, match="repeat"):
@@ -58,10 +72,10 @@ def test_low_to_high_and_fixed_order_pick_free_lines(device):
 
 def test_random_policy_is_valid_and_seeded(device):
     _, state = _state(ZeroFilled((h, w)), device)
-    picks = [RandomPolicy(seed=5).act({}, state) for _ in range(2)]
+    picks = [RandomPolicy(seed=5).act(_obs(state)) for _ in range(2)]
     assert torch.equal(picks[0], picks[1])
-    many = torch.stack([RandomPolicy(seed=s).act({}, state) for s in range(40)])
-    assert free_lines(state).gather(1, many.T).all()
+    many = torch.stack([RandomPolicy(seed=s).act(_obs(state)) for s in range(40)])
+    assert free_lines(_obs(state)).gather(1, many.T).all()
     assert len(set(many[:, 0].tolist())) > 5
 
 
@@ -69,10 +83,12 @@ def test_random_policy_is_valid_and_seeded(device):
 def test_greedy_oracle_equals_brute_force(model, device):
     core, state = _state(model, device)
     state.mask[0, 1:9] = True  # rows with different numbers of free lines
-    choice = GreedyOraclePolicy(core).act({}, state)
+    choice = GreedyOraclePolicy(
+        lambda lines, metric: core.score_candidates(state, lines, metric)
+    ).act(_obs(state))
     for row in range(B):
         best, best_col = -math.inf, None
-        for col in torch.nonzero(free_lines(state)[row]).flatten().tolist():
+        for col in torch.nonzero(free_lines(_obs(state))[row]).flatten().tolist():
             trial = copy.deepcopy(state)
             actions = choice.clone()
             actions[row] = col
@@ -82,7 +98,7 @@ def test_greedy_oracle_equals_brute_force(model, device):
         trial = copy.deepcopy(state)
         core.step(trial, choice)
         assert float(trial.score[row]) == pytest.approx(best, abs=1e-6), (row, best_col)
-        assert free_lines(state)[row, choice[row]]
+        assert free_lines(_obs(state))[row, choice[row]]
 
 
 def test_uncertainty_policy_follows_the_error_spectrum(device):
@@ -92,8 +108,8 @@ def test_uncertainty_policy_follows_the_error_spectrum(device):
     # (and at DC, which is acquired).
     pattern = 1.0 + torch.cos(2 * math.pi * 4 * (cols - w // 2) / W)
     state.uncertainty = pattern.expand(B, h, w).clone()
-    picks = UncertaintyPolicy().act({}, state)
+    picks = UncertaintyPolicy().act(_obs(state))
     assert set(picks.tolist()) <= {10 - 4, 10 + 4}
     _, plain = _state(ZeroFilled((h, w)), device)
     with pytest.raises(ValueError, match="uncertainty head"):
-        UncertaintyPolicy().act({}, plain)
+        UncertaintyPolicy().act(_obs(plain))

@@ -221,7 +221,7 @@ def test_configuration_errors_are_clear(tiny_data):
         tiny_env(tiny_data, reconstructor="unet")
     with pytest.raises(ValueError, match="targets"):
         tiny_env(tiny_data, reconstructor="recon_models/unet_default.yaml")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['budgett'\]"):
         tiny_env(tiny_data, budgett=3)
     with pytest.raises(FileNotFoundError):
         gym.make("ActiveMRI/Builtin-v0", data_root=str(tiny_data / "missing"))

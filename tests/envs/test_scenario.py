@@ -84,7 +84,7 @@ def test_resolve_overrides_clear_the_alternative_field():
     ("spec", "message"),
     [
         ("nope", "unknown scenario"),
-        ({"initial_lines": 3, "bogus": 1}, "unknown scenario fields"),
+        ({"initial_lines": 3, "bogus": 1}, r"unknown key\(s\) \['bogus'\] in scenario"),
         ({"initial_lines": 3, "center_fraction": 0.1}, "exactly one"),
         ({"initial_lines": 3, "reward": "l1"}, "reward must be"),
         ({"initial_lines": 3, "budget": 0}, "budget must be"),
@@ -100,12 +100,39 @@ def test_invalid_scenarios_are_clear_errors(spec, message):
     [
         ("acceleration", float("nan"), "acceleration must be a finite number"),
         ("acceleration", float("inf"), "acceleration must be a finite number"),
-        ("budget", 2.5, "budget must be a whole number"),
-        ("budget", True, "budget must be a whole number"),
-        ("initial_lines", 2.5, "initial_lines must be a whole number"),
+        ("budget", 2.5, r"scenario\.budget must be int or None, got 2\.5 \(float\)"),
+        ("budget", True, r"scenario\.budget must be int or None, got True \(bool\)"),
+        ("initial_lines", 2.5, r"scenario\.initial_lines must be int or None, got 2\.5"),
         ("repeat_penalty", -0.1, "repeat_penalty must be >= 0"),
     ],
 )
 def test_non_finite_fractional_or_negative_values_are_errors(field, value, message):
     with pytest.raises(ValueError, match=message):
         resolve_scenario({"initial_lines": 3, field: value})
+
+
+def test_named_scenarios_are_read_only_yaml_presets():
+    from activemri.envs.scenario import scenario_dir
+
+    files = sorted(p.stem for p in scenario_dir().glob("*.yaml"))
+    assert files == sorted(SCENARIOS) and "builtin-4x" in files
+    assert SCENARIOS["builtin-4x"] == Scenario(initial_lines=10, budget=22)
+    assert SCENARIOS["8x"] == Scenario(center_fraction=0.04, acceleration=8.0)
+    assert resolve_scenario("builtin-4x") is SCENARIOS["builtin-4x"]
+    with pytest.raises(TypeError):
+        SCENARIOS["mine"] = Scenario(initial_lines=1)  # type: ignore[index]
+
+
+def test_scenario_files_can_be_named_and_their_errors_name_them(tmp_path):
+    good = tmp_path / "mine.yaml"
+    good.write_text("initial_lines: 6\nacceleration: 5.0\n")
+    assert resolve_scenario(str(good), budget=3) == Scenario(initial_lines=6, budget=3)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("initial_lines: 6\nbudgett: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key\(s\) \['budgett'\] in scenario"):
+        resolve_scenario(str(bad))
+    bad.write_text("initial_lines: six\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: scenario\.initial_lines must be int"):
+        resolve_scenario(str(bad))
+    with pytest.raises(FileNotFoundError):
+        resolve_scenario(str(tmp_path / "missing.yaml"))

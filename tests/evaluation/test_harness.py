@@ -67,9 +67,9 @@ def test_fixed_mask_policy_plays_the_per_volume_mask(tiny_data: Path) -> None:
     venv = _venv(tiny_data, 3, 4.0)
     policy = FixedMaskPolicy("equispaced")
     obs, _ = venv.torch_reset(seed=0)
-    episodes = list(venv.sim.episodes)
-    state = venv.sim.require_state()
-    policy.begin(range(3), episodes, state)
+    episodes = venv.episodes
+    state = venv.state
+    policy.begin(range(3), venv.policy_episodes(range(3)), venv.torch_policy_observation(obs))
     expected = []
     for row, episode in enumerate(episodes):
         valid = state.valid[row].numpy()
@@ -77,8 +77,9 @@ def test_fixed_mask_policy_plays_the_per_volume_mask(tiny_data: Path) -> None:
         mask, _ = make_mask("equispaced", 36, 8, 4, rng, valid=valid)
         expected.append(mask)
     for _ in range(4):  # 4 -> 8 lines
-        obs, _, terminated, _, info = venv.torch_step(policy.act(obs, state))
-        state = venv.sim.require_state()
+        obs, _, terminated, _, info = venv.torch_step(
+            policy.act(venv.torch_policy_observation(obs))
+        )
     assert bool(terminated.all())
     final = info["final_obs"]["mask"].numpy().astype(bool)
     np.testing.assert_array_equal(final, np.stack(expected))

@@ -209,7 +209,7 @@ def test_user_class_plugs_in_by_path(tmp_path, monkeypatch, batch_factory):
 def test_preset_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: unet\nconfg: {}\n")
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown key\(s\) \['confg'\]"):
         reconstructor_from_preset(bad)
     with pytest.raises(ValueError, match="unknown reconstructor"):
         reconstructor_from_preset({"model": "resnet"})

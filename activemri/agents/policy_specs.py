@@ -1,4 +1,7 @@
-"""Policy specs for the evaluation harness: ``NAME``, ``NAME:ARG`` or ``LABEL=NAME[:ARG]``."""
+"""Policy specs ``NAME``, ``NAME:ARG`` or ``LABEL=NAME[:ARG]``, as ``activemri evaluate`` reads.
+
+The table of names sits here, beside the policies it builds.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ PolicyFactory = Callable[[str | None, ActiveMRIVectorEnv, int], Policy]
 
 def _learned(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
     ordering = load_ordering(arg)
-    check_ordering_context(ordering, venv.core.reconstructor, venv.config.data)
+    check_ordering_context(ordering, venv.reconstructor, venv.config.data)
     return ordering.policy()
 
 
@@ -34,7 +37,7 @@ def _agent(arg: str | None, venv: ActiveMRIVectorEnv, seed: int) -> Policy:
         raise ValueError("agent:PATH needs a checkpoint (e.g. agent:outputs/agents/NAME/agent.zip)")
     from activemri.agents.sb3_agent import AgentPolicy  # SB3 loads only when agents are used
 
-    policy = AgentPolicy.from_checkpoint(arg, device=str(venv.sim.device))
+    policy = AgentPolicy.from_checkpoint(arg, device=str(venv.device))
     policy.check_env(venv)
     return policy
 
@@ -52,7 +55,7 @@ POLICY_FACTORIES: dict[str, PolicyFactory] = {
     "mask": _mask,
     "learned": _learned,
     "uncertainty": lambda arg, venv, seed: UncertaintyPolicy(),
-    "greedy_oracle": lambda arg, venv, seed: GreedyOraclePolicy(venv.core),
+    "greedy_oracle": lambda arg, venv, seed: GreedyOraclePolicy(venv.torch_score_candidates),
     "agent": _agent,
 }
 """Policy builders by spec name, called as ``factory(arg, venv, seed)``:

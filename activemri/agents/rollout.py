@@ -1,4 +1,8 @@
-"""Run one policy over every slice of an env's split and record its trajectories."""
+"""The rollout loop: play one policy over every slice of an env's split, record its trajectories.
+
+The one loop that drives a policy through the batched env's public torch API (used by the
+evaluation harness, the agent trainer's periodic evaluation and the mask learner's checks).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from activemri.agents.policies import Policy
-from activemri.envs.simulator import Episode, Simulator
+from activemri.envs.simulator import Episode
 from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = ["RECORDED_METRICS", "Trajectories", "run_policy"]
@@ -81,10 +85,10 @@ class Trajectories:
 
 
 def _records(info: dict[str, Any]) -> dict[str, np.ndarray]:
-    return Simulator.to_host({k: info[k] for k in (*RECORDED_METRICS, "lines_acquired")})
+    return ActiveMRIVectorEnv.to_host({k: info[k] for k in (*RECORDED_METRICS, "lines_acquired")})
 
 
-def _culprits(sim: Simulator, episodes: list[Episode]) -> str:
+def _culprits(venv: ActiveMRIVectorEnv, episodes: list[Episode]) -> str:
     """The slices whose score or reconstruction is not finite after a failed step.
 
     The core updates the state in place before the env checks the rewards, so the rows at
@@ -93,14 +97,12 @@ def _culprits(sim: Simulator, episodes: list[Episode]) -> str:
     """
     import torch
 
-    state = sim.state
-    rows: list[int] = []
-    if state is not None:
-        ok = torch.isfinite(state.score)
-        for image in (state.recon, state.uncertainty):
-            if image is not None:
-                ok &= torch.isfinite(image).flatten(1).all(dim=1)
-        rows = torch.nonzero(~ok).flatten().tolist()
+    state = venv.state
+    ok = torch.isfinite(state.score)
+    for image in (state.recon, state.uncertainty):
+        if image is not None:
+            ok &= torch.isfinite(image).flatten(1).all(dim=1)
+    rows = torch.nonzero(~ok).flatten().tolist()
     named = [f"{episodes[r].meta.file.name} slice {episodes[r].meta.slice_index}" for r in rows]
     if named:
         return f"non-finite on {', '.join(named)}"
@@ -132,35 +134,35 @@ def run_policy(
     Returns:
         The trajectories, ordered as the slices are in the dataset.
     """
-    if venv.sim.order != "sequential":
+    if venv.config.resolved_order != "sequential":
         raise ValueError("evaluation needs order='sequential' (one pass over the split)")
-    sim = venv.sim
     info: dict[str, Any]
     obs, info = venv.torch_reset(seed=seed)
-    state = sim.require_state()
     rows_all = list(range(venv.num_envs))
-    episodes: list[Episode] = [e for e in sim.episodes if e is not None]
-    policy.begin(rows_all, episodes, state)
+    episodes: list[Episode] = venv.episodes
+    seen = venv.torch_policy_observation(obs)  # all a policy is given: no target, no k-space
+    policy.begin(rows_all, venv.policy_episodes(rows_all), seen)
     current = _records(info)
     open_records = [{k: [v[i]] for k, v in current.items()} for i in rows_all]
     active = [e.pass_index == 0 for e in episodes]
-    first = min(sim.indices) if example_index is None else example_index
+    first = min(venv.slice_indices) if example_index is None else example_index
     example: dict[str, np.ndarray] = {}
 
     def note_start(row: int) -> None:
         if episodes[row].dataset_index == first and episodes[row].pass_index == 0:
+            state = venv.state  # the figure's target: recorded here, never shown to the policy
             example["target"] = (state.target[row] / state.scale[row]).cpu().numpy()
 
     for row in rows_all:
         note_start(row)
     finished: list[tuple[Episode, dict[str, list[Any]]]] = []
     while any(active):
-        actions = policy.act(obs, state)
+        actions = policy.act(seen)
         try:
             obs, _, terminated, _, info = venv.torch_step(actions, check=False)
         except FloatingPointError as exc:
-            raise FloatingPointError(f"{exc}; {_culprits(sim, episodes)}") from exc
-        state = sim.require_state()
+            raise FloatingPointError(f"{exc}; {_culprits(venv, episodes)}") from exc
+        seen = venv.torch_policy_observation(obs)
         current = _records(info)
         if "final_info" not in info:
             for row in rows_all:
@@ -182,19 +184,17 @@ def run_policy(
                     example["mask"] = final_obs["mask"][row].cpu().numpy().astype(bool)
                 if progress is not None:
                     progress(1)
-            new = sim.episodes[row]
-            assert new is not None
+            new = venv.episodes[row]
             episodes[row] = new
             open_records[row] = {k: [v[row]] for k, v in current.items()}
             active[row] = new.pass_index == 0
             note_start(row)
-        policy.begin(ended, [episodes[row] for row in ended], state)
+        policy.begin(ended, venv.policy_episodes(ended), seen)
     finished.sort(key=lambda item: item[0].dataset_index)
     out = Trajectories(example=example if len(example) == 3 else None)
-    for index, reason in sorted(sim.bad_slices.items()):
-        meta = sim.dataset.slice_meta(index)
-        out.dropped.append({"file": meta.file.name, "slice": int(meta.slice_index),
-                            "reason": reason})  # fmt: skip
+    for index, reason in sorted(venv.bad_slices.items()):
+        file, slice_index = venv.slice_name(index)
+        out.dropped.append({"file": file, "slice": slice_index, "reason": reason})
     for episode, records in finished:
         out.files.append(episode.meta.file.name)
         out.slices.append(int(episode.meta.slice_index))

@@ -119,7 +119,7 @@ class SectionTimer:
 
 def load_reference() -> Callable[..., float] | None:
     """``time_reference`` from the checkout's ``benchmarks/reference_pipeline.py``, if usable."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_pipeline.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_pipeline.py"
     if not path.is_file() or importlib.util.find_spec("skimage") is None:
         return None
     spec = importlib.util.spec_from_file_location("activemri_reference_pipeline", path)
@@ -173,28 +173,28 @@ def bench_env(
         device=str(device),
     )
     policy = RandomPolicy(seed=0)
-    venv.torch_reset(seed=0)  # warm-up: first reads, allocator, kernels
-    venv.torch_step(policy.act({}, venv.sim.require_state()), check=False)
+    obs, _ = venv.torch_reset(seed=0)  # warm-up: first reads, allocator, kernels
+    venv.torch_step(policy.act(venv.torch_policy_observation(obs)), check=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     reset_timer = SectionTimer(device)
     with reset_timer("reset"):
-        venv.torch_reset(seed=1, timer=reset_timer)
-    episode = int(venv.sim.require_state().budget.min().item())
+        obs, _ = venv.torch_reset(seed=1, timer=reset_timer)
+    episode = int(venv.state.budget.min().item())
     steps = max(1, min(steps, episode - 1))  # stay inside the episode: resets are amortized
     timer = SectionTimer(device)
     step_s = bare_s = 0.0
-    forward = venv.core.reconstructor
+    forward = venv.reconstructor
     for _ in range(steps):
-        actions = policy.act({}, venv.sim.require_state())
+        actions = policy.act(venv.torch_policy_observation(obs))
         _sync(device)
         start = time.perf_counter()
-        venv.torch_step(actions, check=False, timer=timer)
+        obs, *_ = venv.torch_step(actions, check=False, timer=timer)
         _sync(device)
         step_s += time.perf_counter() - start
         # The bare forward on the same batch right after the step: same machine state, so the
         # ratio is not at the mercy of drifting CPU load.
-        state = venv.sim.require_state()
+        state = venv.state
         with torch.no_grad():
             start = time.perf_counter()
             forward(state.observed, state.mask, num_low_frequencies=state.num_low)

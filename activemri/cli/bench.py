@@ -1,0 +1,76 @@
+"""``activemri bench`` (the timing itself is :mod:`activemri.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from activemri.cli._common import CommandError, _positive_int
+
+if TYPE_CHECKING:
+    from activemri.cli._common import Commands
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``bench`` to ``commands``."""
+    bench = commands.add_parser(
+        "bench",
+        help="env step time, breakdown, overhead over the bare forward, reference ratio",
+        description=(
+            "Time the batched env step (random valid actions, reset cost amortized over the "
+            "episode) split into "
+            "data / mask_fft / forward / metric / other, the bare reconstructor forward, "
+            "steps/s, peak memory, and the reference per-image pipeline "
+            "(benchmarks/reference_pipeline.py) on the same batch. The knee size builds the "
+            "built-in knee data on first use (~20 s)."
+        ),
+    )
+    bench.add_argument("--device", default="all", help="cpu, cuda or all (default: all present)")
+    bench.add_argument(
+        "--sizes",
+        nargs="+",
+        default=["builtin", "knee"],
+        choices=["builtin", "knee"],
+        help="data sizes",
+    )
+    bench.add_argument(
+        "--reconstructors",
+        nargs="+",
+        default=["zero_filled", "unet"],
+        choices=["zero_filled", "unet"],
+        help="reconstructors",
+    )
+    bench.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=_positive_int,
+        default=[1, 16, 64],
+        help="episodes per batched step (default 1 16 64)",
+    )
+    bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per row")
+    bench.add_argument("--no-reference", action="store_true", help="skip the reference")
+    bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
+    bench.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from activemri.bench import run_bench
+
+    if args.device == "all":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise CommandError("--device cuda requested but CUDA is not available")
+    else:
+        devices = [args.device]
+    run_bench(
+        devices,
+        args.sizes,
+        args.reconstructors,
+        args.batch_sizes,
+        args.steps,
+        reference=not args.no_reference,
+        full=args.full,
+    )
+    return 0
