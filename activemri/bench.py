@@ -12,21 +12,19 @@ amortized (an episode of T steps runs T + 1 forwards, so ``ep_rat >= (T + 1) / T
 network; zero-filled rows go below 1 because their step does less than the full-FFT bare
 forward). ``peak_MB`` is the row's CUDA peak allocation on GPU; on CPU, the process's peak
 resident memory so far (it never goes down from one row to the next). The reference is
-``benchmarks/reference_pipeline.py`` (per-image NumPy inverse FFT and scikit-image metrics,
+:mod:`activemri.bench_reference` (per-image NumPy inverse FFT and scikit-image metrics,
 the prior-art env step) on the same batch, when available.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import resource
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -118,17 +116,10 @@ class SectionTimer:
 
 
 def load_reference() -> Callable[..., float] | None:
-    """``time_reference`` from the checkout's ``benchmarks/reference_pipeline.py``, if usable."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_pipeline.py"
-    if not path.is_file() or importlib.util.find_spec("skimage") is None:
-        return None
-    spec = importlib.util.spec_from_file_location("activemri_reference_pipeline", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fn: Callable[..., float] = module.time_reference
-    return fn
+    """:func:`activemri.bench_reference.time_reference`, or ``None`` without scikit-image."""
+    from activemri import bench_reference
+
+    return bench_reference.time_reference if bench_reference.available() else None
 
 
 def _unet(size: str, device: torch.device) -> Reconstructor:

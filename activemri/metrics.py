@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "SIGNS",
     "SSIMTargets",
     "mse",
     "nmse",
@@ -36,6 +37,9 @@ __all__ = [
     "ssim_against",
     "ssim_targets",
 ]
+
+SIGNS = {"ssim": 1.0, "psnr": 1.0, "nmse": -1.0, "mse": -1.0}
+"""Sign that makes each metric higher-is-better (scores, rewards, orderings use it)."""
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:

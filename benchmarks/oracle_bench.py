@@ -9,8 +9,8 @@ One oracle step scores every measured, unacquired line of every episode. This sc
 - ``bare + SSIM``: those forwards and the SSIM of every image, the least any oracle does;
 - ``oracle, MSE``: the batched oracle scoring with MSE instead of SSIM, which isolates the
   cost of making the candidate images (rank-one updates with the zero-filled reconstructor);
-- ``one-by-one``: the prior-art way, each candidate stepped through the public single-env
-  ``step`` API from a saved state (one forward of batch 1 per candidate).
+- ``one-by-one``: the prior-art way, each candidate stepped on its own from the same state
+  (the core's pure ``transition`` on a batch of one: one forward of batch 1 per candidate).
 
 Batched and bare times are medians over ``--repeats`` runs (this machine's timings vary by
 up to 2x between runs); one-by-one runs once.
@@ -23,7 +23,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import numpy as np
@@ -32,7 +31,7 @@ import torch
 import activemri  # noqa: F401  (registers the env ids)
 from activemri import metrics
 from activemri.agents import GreedyOraclePolicy, free_lines
-from activemri.envs import ActiveMRIEnv, ActiveMRIVectorEnv
+from activemri.envs import ActiveMRIVectorEnv
 
 
 def _sync(device: torch.device) -> None:
@@ -56,15 +55,16 @@ def main() -> None:
     chunk_note = "per device" if args.chunk is None else str(args.chunk)
 
     venv = ActiveMRIVectorEnv(args.batch_size, preset="builtin-v0", **config)
-    venv.torch_reset(seed=0)
-    state = venv.sim.require_state()
-    oracle = GreedyOraclePolicy(venv.core)
-    mse_oracle = GreedyOraclePolicy(venv.core, metric="mse")
-    candidates = int(free_lines(state).sum())
+    obs, _ = venv.torch_reset(seed=0)
+    seen = venv.torch_policy_observation(obs)
+    state = venv.state  # a tool: the bare forwards below need the k-space
+    oracle = GreedyOraclePolicy(venv.torch_score_candidates)
+    mse_oracle = GreedyOraclePolicy(venv.torch_score_candidates, metric="mse")
+    free = free_lines(seen)
+    candidates = int(free.sum())
     chunk = venv.core.candidate_chunk
-    free = free_lines(state)
     rows, cols = torch.nonzero(free, as_tuple=True)
-    model = venv.core.reconstructor
+    model = venv.reconstructor
 
     def bare_forwards(score: bool) -> None:
         """The forwards scoring needs: the same images, in the same chunk sizes."""
@@ -93,26 +93,23 @@ def main() -> None:
             times.append(time.perf_counter() - start)
         return float(np.median(times))
 
-    choice = oracle.act({}, state)
-    batched = median_time(lambda: oracle.act({}, state))
-    batched_mse = median_time(lambda: mse_oracle.act({}, state))
+    choice = oracle.act(seen)
+    batched = median_time(lambda: oracle.act(seen))
+    batched_mse = median_time(lambda: mse_oracle.act(seen))
     bare = median_time(lambda: bare_forwards(False))
     bare_ssim = median_time(lambda: bare_forwards(True))
 
-    # One by one through the public step API of single envs on the same slices.
+    # One by one: each candidate a transition of its own, from the same state of batch 1.
+    core = venv.core
     one_by_one = 0.0
     for b in range(args.batch_size):
-        env = ActiveMRIEnv("builtin-v0", **config)
-        env.reset(seed=0)
-        env.sim.state = _row(venv, b)  # same slice and mask as row b
-        saved = copy.deepcopy(env.sim.state)
+        row = state.select(slice(b, b + 1))
         scores = []
         _sync(device)
         t0 = time.perf_counter()
-        for col in np.flatnonzero(env.action_masks()):
-            _, _, _, _, info = env.step(int(col))
-            scores.append((info["score"], int(col)))
-            env.sim.state = copy.deepcopy(saved)
+        for col in torch.nonzero(free[b]).flatten().tolist():
+            nxt = core.transition(row, torch.tensor([col], device=device))
+            scores.append((float(nxt.score[0]), int(col)))
         _sync(device)
         one_by_one += time.perf_counter() - t0
         assert max(scores)[1] == int(choice[b]) or np.isclose(
@@ -130,18 +127,6 @@ def main() -> None:
         f"  one by one (step API)     : {one_by_one * 1e3:9.1f} ms   "
         f"(one-by-one / batched = {one_by_one / batched:.1f}x)"
     )
-
-
-def _row(venv: ActiveMRIVectorEnv, b: int):  # type: ignore[no-untyped-def]
-    state = copy.deepcopy(venv.sim.require_state())
-    for name in ("kspace", "observed", "target", "data_range", "mask", "valid", "num_low",
-                 "steps", "budget", "recon", "uncertainty", "score", "scale",
-                 "line_images", "coil_images"):  # fmt: skip
-        value = getattr(state, name)
-        if value is not None:
-            setattr(state, name, value[b : b + 1].clone())
-    state.metrics = {k: v[b : b + 1].clone() for k, v in state.metrics.items()}
-    return state
 
 
 if __name__ == "__main__":

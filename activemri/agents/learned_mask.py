@@ -3,9 +3,11 @@
 Starting from the scenario's initial (ACS) lines, the line that maximizes the mean score
 (SSIM by default) over a sample of training slices is added, one at a time, until
 ``max_lines`` lines are acquired (Gözcü et al. 2018; Bakker et al. 2022 found such masks on
-par with adaptive policies). Every candidate of every step is scored with the core's batched
-:meth:`~activemri.envs.core.AcquisitionCore.score_candidates`, so one step costs one
-reconstructor forward per sample slice per free line.
+par with adaptive policies). The sample plays in a batched env with autoreset disabled, one
+sub-env per slice; every candidate of every step is scored with the env's oracle handle
+:meth:`~activemri.envs.vector.ActiveMRIVectorEnv.torch_score_candidates`, so one step costs
+one reconstructor forward per sample slice per free line, and the chosen line is then
+acquired in every sub-env with an ordinary step.
 
 The result is an *ordering*: the mask for any smaller budget is a prefix of it, and it plays
 inside the env as a :class:`~activemri.agents.policies.FixedOrderPolicy`. It is saved as
@@ -14,6 +16,7 @@ JSON with its provenance; learning writes the file after every line and resumes 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -25,12 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from activemri._io import atomic_write_text
 from activemri._version import __version__
 from activemri.agents.policies import FixedOrderPolicy, Obs
-from activemri.envs.config import EnvConfig, describe_reconstructor
-from activemri.envs.simulator import PolicyEpisode, Simulator
+from activemri.envs.config import EnvConfig, describe_reconstructor, load_env_config
+from activemri.envs.source import PolicyEpisode
+from activemri.envs.vector import ActiveMRIVectorEnv
+from activemri.metrics import SIGNS
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.domain import model_fingerprint
 
@@ -251,36 +257,21 @@ def learn_ordering(
     """
     if sample_size < 1:
         raise ValueError(f"sample_size must be >= 1, got {sample_size}")
-    settings_env: dict[str, Any] = {
-        "split": "train",
-        **overrides,
-        "order": "sequential",
-        "max_slices": sample_size,
-        "subset_seed": seed,
-    }
-    sim = Simulator.build(preset, sample_size, settings_env)
-    config = sim.config
-    if config.scenario.extra_random_lines:
-        raise ValueError("a learned ordering needs a deterministic initial mask: the scenario "
-                         "adds random lines (set extra_random_lines=0)")  # fmt: skip
-    if len(sim.indices) < sample_size:
-        raise ValueError(
-            f"the {config.split!r} split has only {len(sim.indices)} slices; sample_size is "
-            f"{sample_size}"
-        )
-    for slot in range(sample_size):
-        sim.reseed(slot, np.random.default_rng(seed))
-    sim.reset_slots(list(range(sample_size)))
-    state = sim.require_state()
-    core = sim.core
-    if not (torch.equal(state.mask, state.mask[:1].expand_as(state.mask))
-            and torch.equal(state.valid, state.valid[:1].expand_as(state.valid))):  # fmt: skip
+    if metric not in SIGNS:
+        raise ValueError(f"metric must be one of {sorted(SIGNS)}, got {metric!r}")
+    venv = _sample_env(preset, sample_size, seed, max_lines is not None, overrides)
+    config = venv.config
+    obs, info = venv.torch_reset(seed=[seed] * sample_size)
+    seen = venv.torch_policy_observation(obs)
+    mask, valid = seen["mask"].bool(), seen["valid"]
+    if not (torch.equal(mask, mask[:1].expand_as(mask))
+            and torch.equal(valid, valid[:1].expand_as(valid))):  # fmt: skip
         raise ValueError("the sample's slices differ in measured or initial lines; choose data "
                          "of one k-space width (kspace_width=...)")  # fmt: skip
-    valid = state.valid[0]
-    initial = torch.nonzero(state.mask[0]).flatten().tolist()
+    valid = valid[0]
+    initial = torch.nonzero(mask[0]).flatten().tolist()
     if max_lines is None:
-        max_lines = len(initial) + int(state.budget.max())
+        max_lines = len(initial) + int(seen["budget"].max())
     if not len(initial) < max_lines <= int(valid.sum()):
         raise ValueError(
             f"max_lines must be in ({len(initial)}, {int(valid.sum())}] (initial lines, "
@@ -292,24 +283,24 @@ def learn_ordering(
         "split": config.split,
         "split_seed": config.split_seed,
         "reconstructor": describe_reconstructor(config.reconstructor),
-        "reconstructor_fingerprint": model_fingerprint(core.reconstructor),
+        "reconstructor_fingerprint": model_fingerprint(venv.reconstructor),
         "sample_size": sample_size,
         "seed": seed,
         "metric": metric,
         "max_lines": max_lines,
         "initial_lines": len(initial),
     }
-    episodes = [e for e in sim.episodes if e is not None]
+    episodes = venv.episodes
     provenance = {
         "activemri_version": __version__,
-        "device": str(sim.device),
+        "device": str(venv.device),
         "slices": [[e.meta.file.name, e.meta.slice_index] for e in episodes],
     }
     ordering = LearnedOrdering(
         width=int(valid.numel()),
         initial=initial,
         order=[],
-        scores=[float(core.signed_metric(state, metric).mean())],
+        scores=[float((SIGNS[metric] * info[metric]).mean())],
         metric=metric,
         settings=settings,
         provenance=provenance,
@@ -325,18 +316,18 @@ def learn_ordering(
         if previous.complete:
             return previous
         for line in previous.order:  # replay the partial result, then go on
-            core.step(state, torch.full((sample_size,), line, device=sim.device))
+            obs = _acquire(venv, line)
         ordering.order, ordering.scores = list(previous.order), list(previous.scores)
         ordering.provenance["elapsed_s"] = previous.provenance.get("elapsed_s", 0.0)
     start = time.perf_counter() - float(ordering.provenance.get("elapsed_s", 0.0))
     total = max_lines - len(initial)
     while len(ordering.order) < total:
-        free = torch.nonzero(valid & ~state.mask[0]).flatten()
+        free = torch.nonzero(valid & (obs["mask"][0] == 0)).flatten()
         candidates = free.expand(sample_size, -1)
-        mean = core.score_candidates(state, candidates, metric).mean(dim=0)
+        mean = venv.torch_score_candidates(candidates, metric).mean(dim=0)
         best = int(mean.argmax())  # ties: the lowest column
         line = int(free[best])
-        core.step(state, torch.full((sample_size,), line, device=sim.device))
+        obs = _acquire(venv, line)
         ordering.order.append(line)
         ordering.scores.append(float(mean[best]))
         ordering.provenance["elapsed_s"] = round(time.perf_counter() - start, 1)
@@ -350,3 +341,49 @@ def learn_ordering(
         if progress is not None:
             progress(len(ordering.order), total, ordering.scores[-1])
     return ordering
+
+
+def _sample_env(
+    preset: str | Path | Mapping[str, Any] | EnvConfig,
+    sample_size: int,
+    seed: int,
+    own_end: bool,
+    overrides: Mapping[str, Any],
+) -> ActiveMRIVectorEnv:
+    """The batched env of the sample: one sub-env per slice, autoreset disabled.
+
+    With ``own_end`` the scenario's budget is dropped (the learner ends at ``max_lines``).
+    """
+    settings_env: dict[str, Any] = {
+        "split": "train",
+        **overrides,
+        "order": "sequential",
+        "max_slices": sample_size,
+        "subset_seed": seed,
+    }
+    if isinstance(preset, EnvConfig):
+        unknown = sorted(set(settings_env) - {f.name for f in dataclasses.fields(EnvConfig)})
+        if unknown:
+            raise ValueError(f"overrides {unknown} are not EnvConfig fields; edit the config")
+        config = dataclasses.replace(preset, **settings_env)
+    else:
+        config = load_env_config(preset, **settings_env)
+    if config.scenario.extra_random_lines:
+        raise ValueError("a learned ordering needs a deterministic initial mask: the scenario "
+                         "adds random lines (set extra_random_lines=0)")  # fmt: skip
+    if own_end:
+        scenario = dataclasses.replace(config.scenario, budget=None, acceleration=None)
+        config = dataclasses.replace(config, scenario=scenario)
+    venv = ActiveMRIVectorEnv(sample_size, config, autoreset_mode=AutoresetMode.DISABLED)
+    if len(venv.slice_indices) < sample_size:
+        raise ValueError(
+            f"the {config.split!r} split has only {len(venv.slice_indices)} slices; "
+            f"sample_size is {sample_size}"
+        )
+    return venv
+
+
+def _acquire(venv: ActiveMRIVectorEnv, line: int) -> dict[str, torch.Tensor]:
+    """Acquire ``line`` in every sub-env; the new observation."""
+    actions = torch.full((venv.num_envs,), line, dtype=torch.long, device=venv.device)
+    return venv.torch_step(actions, check=False)[0]

@@ -4,7 +4,7 @@ A policy is given observations only: the batched tensors of
 :meth:`ActiveMRIVectorEnv.torch_policy_observation` (the env's observation plus
 ``action_mask``, ``valid``, ``budget``, ``steps``, ``budget_used`` and ``num_low``, all
 following from acquired data) and, when episodes start, their
-:class:`~activemri.envs.simulator.PolicyEpisode` facts (file name, slice, line counts). It
+:class:`~activemri.envs.source.PolicyEpisode` facts (file name, slice, line counts). It
 returns one long column index per episode on the observations' device. Nothing it is given
 leads to the fully sampled k-space or the target. The greedy oracle is the exception by
 design, and says so in its constructor: it takes a scoring handle
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from activemri.envs.simulator import PolicyEpisode
+from activemri.envs.source import PolicyEpisode
 from activemri.masks import MASK_TYPES, make_mask, volume_seed
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from activemri.agents.policies import Policy
-from activemri.envs.simulator import Episode
+from activemri.envs.source import Episode
 from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = ["RECORDED_METRICS", "Trajectories", "run_policy"]
@@ -91,7 +91,7 @@ def _records(info: dict[str, Any]) -> dict[str, np.ndarray]:
 def _culprits(venv: ActiveMRIVectorEnv, episodes: list[Episode]) -> str:
     """The slices whose score or reconstruction is not finite after a failed step.
 
-    The core updates the state in place before the env checks the rewards, so the rows at
+    The env keeps the new state before it checks the rewards, so the rows at
     fault are those with a non-finite score or image; if none is (the failure came from
     elsewhere), every slice in play is named.
     """

@@ -66,7 +66,7 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
     import zipfile
 
     from activemri.data.dataset import CorruptSliceError, InvalidVolumeError
-    from activemri.envs.simulator import NoReadableSliceError
+    from activemri.envs.source import NoReadableSliceError
 
     data_errors = (CorruptSliceError, InvalidVolumeError, NoReadableSliceError)
     if isinstance(exc, data_errors) or isinstance(exc.__cause__, data_errors):

@@ -21,7 +21,7 @@ def add_parser(commands: Commands) -> None:
             "episode) split into "
             "data / mask_fft / forward / metric / other, the bare reconstructor forward, "
             "steps/s, peak memory, and the reference per-image pipeline "
-            "(benchmarks/reference_pipeline.py) on the same batch. The knee size builds the "
+            "(activemri.bench_reference) on the same batch. The knee size builds the "
             "built-in knee data on first use (~20 s)."
         ),
     )

@@ -1,4 +1,4 @@
-"""The active-acquisition environment: batched core, Gymnasium Env/VectorEnv, SB3 adapter.
+"""The active-acquisition env: functional core, episode source, Gymnasium envs, SB3 adapter.
 
 Importing :mod:`activemri` registers the ids in :data:`ENV_IDS`::
 
@@ -22,25 +22,25 @@ from activemri.envs.registration import ENV_IDS, register_envs
 
 if TYPE_CHECKING:
     from activemri.envs.config import EnvConfig, load_env_config
-    from activemri.envs.core import AcquisitionCore, EnvState, StepResult
+    from activemri.envs.core import AcquisitionCore, EnvState
     from activemri.envs.env import ActiveMRIEnv
     from activemri.envs.scenario import SCENARIOS, BudgetError, Scenario, resolve_scenario
-    from activemri.envs.simulator import NoReadableSliceError, ResetNeededError
-    from activemri.envs.vector import ActiveMRIVectorEnv
+    from activemri.envs.source import EpisodeSource, NoReadableSliceError
+    from activemri.envs.vector import ActiveMRIVectorEnv, ResetNeededError
 
 _LAZY = {
     "EnvConfig": "config",
     "load_env_config": "config",
     "AcquisitionCore": "core",
     "EnvState": "core",
-    "StepResult": "core",
+    "EpisodeSource": "source",
     "ActiveMRIEnv": "env",
     "SCENARIOS": "scenario",
     "BudgetError": "scenario",
     "Scenario": "scenario",
     "resolve_scenario": "scenario",
-    "NoReadableSliceError": "simulator",
-    "ResetNeededError": "simulator",
+    "NoReadableSliceError": "source",
+    "ResetNeededError": "vector",
     "ActiveMRIVectorEnv": "vector",
 }
 
@@ -53,10 +53,10 @@ __all__ = [
     "BudgetError",
     "EnvConfig",
     "EnvState",
+    "EpisodeSource",
     "NoReadableSliceError",
     "ResetNeededError",
     "Scenario",
-    "StepResult",
     "load_env_config",
     "make_sb3_vec_env",
     "register_envs",

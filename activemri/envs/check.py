@@ -152,8 +152,8 @@ def check_env_id(env_id: str, **overrides: Any) -> CheckReport:
             "final_score": round(float(info["score"]), 4),
             "lines_acquired": info["lines_acquired"],
             "acceleration": round(float(info["acceleration"]), 2),
-            "reconstructor": type(raw.core.reconstructor).__name__,
-            "device": str(raw.core.device),
+            "reconstructor": type(raw.reconstructor).__name__,
+            "device": str(raw.device),
         }
     frame = _run(report, "render", lambda: env.render())
     if frame is not None:

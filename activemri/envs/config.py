@@ -84,7 +84,13 @@ class EnvConfig:
             ``None``: shuffle for ``split="train"``, sequential otherwise.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         bf16: Run the reconstructor under bfloat16 autocast on CUDA.
-        observe_kspace: Add the observed k-space (real/imag channels) to observations.
+        observation: The observation's entries, a subset of
+            :data:`~activemri.envs.observation.ENV_KEYS` (``reconstruction``,
+            ``uncertainty``, ``mask``, ``kspace``, ``action_mask``, ``budget_used``);
+            ``None``: ``reconstruction``, ``mask`` and, for a reconstructor with an
+            uncertainty head, ``uncertainty``.
+        observe_kspace: Add ``kspace`` (the observed k-space, real/imag channels) to the
+            observation's entries.
         candidate_chunk: Most images per forward when scoring candidate lines; ``None``
             picks :data:`DEFAULT_CANDIDATE_CHUNK` for the device (small on CPU, where large
             convolution batches run slower per image; large on CUDA).
@@ -117,6 +123,7 @@ class EnvConfig:
     order: str | None = None
     device: str = "auto"
     bf16: bool = False
+    observation: tuple[str, ...] | None = None
     observe_kspace: bool = False
     candidate_chunk: int | None = None
     cache_slices: bool = False
@@ -136,6 +143,11 @@ class EnvConfig:
             raise ValueError(f"candidate_chunk must be >= 1, got {self.candidate_chunk}")
         if self.max_slices is not None and self.max_slices < 1:
             raise ValueError(f"max_slices must be >= 1 or None, got {self.max_slices}")
+        if self.observation is not None:
+            from activemri.envs.observation import resolve_keys
+
+            # every check but the uncertainty head's, which needs the model
+            resolve_keys(self.observation, has_uncertainty=True)
 
     @property
     def resolved_order(self) -> str:

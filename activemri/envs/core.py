@@ -1,11 +1,27 @@
-"""The batched acquisition core: B episodes advanced together as tensors on one device.
+"""The functional acquisition core: pure batched functions over an explicit state.
 
-Pure torch, no host transfers: :meth:`AcquisitionCore.reset` builds an :class:`EnvState`
-from device tensors, :meth:`AcquisitionCore.step` adds one line per episode, runs one batched
-reconstructor forward and scores it, and :meth:`AcquisitionCore.score_candidates` scores many
-candidate lines without touching the state (for oracle policies); both add lines through the
-one rule of :meth:`AcquisitionCore.acquire`. The Gymnasium envs in
-:mod:`activemri.envs.env` and :mod:`activemri.envs.vector` are thin layers over it.
+In the spirit of Gymnasium's functional env (and brax's ``State``): everything about B
+episodes lives in one :class:`EnvState` of device tensors, and :class:`AcquisitionCore`
+holds only the fixed parts (the reconstructor, the reward metric, the observation entries,
+the device). Its functions are
+
+- :meth:`~AcquisitionCore.initial`: the state of B new episodes from their data;
+- :meth:`~AcquisitionCore.transition`: the next state after one action per episode (add
+  the line, reconstruct, score);
+- :meth:`~AcquisitionCore.observation` / :meth:`~AcquisitionCore.policy_observation`: what
+  the agent sees (entries selected by config, :mod:`activemri.envs.observation`);
+- :meth:`~AcquisitionCore.reward`, :meth:`~AcquisitionCore.terminal`,
+  :meth:`~AcquisitionCore.info`: of a transition or a state;
+- :meth:`~AcquisitionCore.score_candidates`: the score after each of many candidate lines,
+  the state untouched (the scoring handle of oracle policies).
+
+Stepping and candidate scoring add lines through the one rule of
+:meth:`~AcquisitionCore.acquire`. ``transition`` leaves its input state intact unless told
+to *donate* it (``donate=True``, as JAX donates buffers): then the new state reuses the old
+one's acquisition buffers in place, which is what the envs do to avoid copying k-space every
+step. Pure torch, one device, no host transfers. The episode source
+(:mod:`activemri.envs.source`) supplies the data; the Gymnasium envs
+(:mod:`activemri.envs.vector`, :mod:`activemri.envs.env`) are source + core.
 
 The reconstructor only ever sees the *observed* k-space: a copy holding the acquired columns
 and exactly ``+0.0`` elsewhere, updated column by column, so nothing downstream can depend on
@@ -13,7 +29,7 @@ unacquired data whatever the reconstructor does.
 
 With a reconstructor that declares ``linear_in_columns`` (the parameter-free
 :class:`~activemri.recon_models.zero_filled.ZeroFilled`, or a user's class) the core never runs
-a 2-D FFT after reset: the zero-filled coil images are linear in the acquired columns, so
+a 2-D FFT after ``initial``: the zero-filled coil images are linear in the acquired columns, so
 adding column ``j`` adds the rank-one image ``u_j e_jᵀ`` (``u_j`` the readout inverse FFT of
 the column, cropped to the reconstruction height; ``e_j`` the centered inverse DFT basis row
 ``j``, cropped to the reconstruction width), and the image is
@@ -23,19 +39,21 @@ the column, cropped to the reconstruction height; ``e_j`` the centered inverse D
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 
 from activemri import metrics
+from activemri.envs import observation as observations
 from activemri.kspace import center_crop, zero_filled
 from activemri.recon_models.base import Reconstructor
 
-__all__ = ["AcquisitionCore", "EnvState", "StepResult", "centered_idft_rows"]
+__all__ = ["AcquisitionCore", "EnvState", "centered_idft_rows"]
 
-_SIGN = {"ssim": 1.0, "psnr": 1.0, "nmse": -1.0, "mse": -1.0}
+_SIGN = metrics.SIGNS
 
 
 @dataclass
@@ -52,6 +70,9 @@ class EnvState:
         num_low: Size of the initial central (ACS) block ``(B,)``, passed to reconstructors.
         steps: Steps taken ``(B,)``.
         budget: Steps allowed ``(B,)``.
+        end_lines: Lines acquired when the budget is spent ``(B,)`` (for the actual
+            acceleration in :meth:`AcquisitionCore.info`).
+        repeated: Bool ``(B,)``: the last transition added no line (False at the start).
         recon: Current reconstruction ``(B, h, w)``.
         uncertainty: Current per-pixel standard deviation ``(B, h, w)`` or ``None``.
         metrics: ``ssim``, ``psnr``, ``nmse``, ``mse`` of ``recon`` against ``target``, ``(B,)``.
@@ -72,6 +93,8 @@ class EnvState:
     num_low: torch.Tensor
     steps: torch.Tensor
     budget: torch.Tensor
+    end_lines: torch.Tensor
+    repeated: torch.Tensor
     recon: torch.Tensor
     uncertainty: torch.Tensor | None
     metrics: dict[str, torch.Tensor]
@@ -93,6 +116,17 @@ class EnvState:
         """Bool ``(B,)``: budget spent or every measured line acquired."""
         return (self.steps >= self.budget) | ~self.free_lines().any(dim=1)
 
+    def select(self, rows: torch.Tensor | slice) -> EnvState:
+        """A new state of episodes ``rows`` only (copies; long ``(R,)`` or a slice)."""
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "metrics":
+                values[f.name] = {key: v[rows].clone() for key, v in value.items()}
+            else:
+                values[f.name] = None if value is None else value[rows].clone()
+        return EnvState(**values)
+
     def replace_rows(self, rows: torch.Tensor, new: EnvState) -> None:
         """Overwrite episodes ``rows`` (long ``(R,)``) with the ``R`` episodes of ``new``."""
         for f in fields(self):
@@ -104,22 +138,6 @@ class EnvState:
                 if theirs is None:
                     raise ValueError(f"cannot merge states: {f.name} is missing in the new rows")
                 mine[rows] = theirs
-
-
-@dataclass
-class StepResult:
-    """What :meth:`AcquisitionCore.step` returns besides the updated state.
-
-    Attributes:
-        reward: Float32 ``(B,)``.
-        terminated: Bool ``(B,)``.
-        repeated: Bool ``(B,)``, True where the action added no line (already acquired or
-            not measured).
-    """
-
-    reward: torch.Tensor
-    terminated: torch.Tensor
-    repeated: torch.Tensor
 
 
 def centered_idft_rows(width: int, out_width: int, device: torch.device) -> torch.Tensor:
@@ -153,7 +171,7 @@ def _no_timer(section: str) -> Iterator[None]:
 
 
 class AcquisitionCore:
-    """Batched transition functions around one reconstructor on one device.
+    """The fixed parts of a batched env and the functions over its :class:`EnvState`.
 
     Args:
         reconstructor: The model (moved to ``device`` and put in eval mode).
@@ -162,6 +180,9 @@ class AcquisitionCore:
         device: Where every tensor lives.
         bf16: Run the reconstructor under bfloat16 autocast (CUDA only; ignored on CPU).
         candidate_chunk: Most images per forward in :meth:`score_candidates`.
+        observation: Entries of :meth:`observation`, a subset of
+            :data:`~activemri.envs.observation.ENV_KEYS` (``None``: the default of
+            :func:`~activemri.envs.observation.resolve_keys`).
     """
 
     def __init__(
@@ -172,6 +193,7 @@ class AcquisitionCore:
         device: torch.device | str = "cpu",
         bf16: bool = False,
         candidate_chunk: int = 64,
+        observation: Sequence[str] | None = None,
     ) -> None:
         if reward not in _SIGN:
             raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
@@ -179,10 +201,13 @@ class AcquisitionCore:
             raise ValueError(f"candidate_chunk must be >= 1, got {candidate_chunk}")
         self.device = torch.device(device)
         self.reconstructor = reconstructor.to(self.device).eval()
-        self.reward = reward
+        self.reward_metric = reward
         self.repeat_penalty = float(repeat_penalty)
         self.bf16 = bool(bf16) and self.device.type == "cuda"
         self.candidate_chunk = int(candidate_chunk)
+        self.observation_keys = observations.resolve_keys(
+            observation, has_uncertainty=self.has_uncertainty
+        )
         # A model with an uncertainty head needs its forward: no fast path for it.
         self.fast_linear = bool(reconstructor.linear_in_columns) and not (
             reconstructor.has_uncertainty
@@ -195,8 +220,8 @@ class AcquisitionCore:
         """Whether states carry an uncertainty map."""
         return bool(self.reconstructor.has_uncertainty)
 
-    # ----------------------------------------------------------------------------- reset
-    def reset(
+    # --------------------------------------------------------------------------- initial
+    def initial(
         self,
         kspace: torch.Tensor,
         target: torch.Tensor,
@@ -205,9 +230,10 @@ class AcquisitionCore:
         mask: torch.Tensor,
         num_low: torch.Tensor,
         budget: torch.Tensor,
+        end_lines: torch.Tensor | None = None,
         timer: Timer = _no_timer,
     ) -> EnvState:
-        """Start B episodes.
+        """The state of B new episodes (initial reconstruction and score included).
 
         Args:
             kspace: Complex ``(B, C, H, W)``.
@@ -217,12 +243,14 @@ class AcquisitionCore:
             mask: Bool ``(B, W)`` initial mask, a subset of ``valid``.
             num_low: Long ``(B,)`` central-block sizes.
             budget: Long ``(B,)`` steps allowed.
+            end_lines: Long ``(B,)`` lines at the end of the budget (default: initial lines
+                + budget).
             timer: Context-manager factory ``timer(section)`` for profiling.
 
         Returns:
             The new state.
         """
-        self._check_reset(kspace, target, data_range, valid, mask, num_low, budget)
+        self._check_initial(kspace, target, data_range, valid, mask, num_low, budget)
         with timer("mask_fft"):
             observed = torch.zeros_like(kspace)
             observed = torch.where(mask[:, None, None, :], kspace, observed)
@@ -232,13 +260,16 @@ class AcquisitionCore:
                 rows = self._rows(kspace.shape[-1])
                 # where, not multiply: inf * 0 would be NaN if unseen data were not finite
                 coil_images = torch.where(mask[:, None, None, :], line_images, 0) @ rows
-                initial = self.reconstructor.from_coil_images(coil_images)
+                first = self.reconstructor.from_coil_images(coil_images)
             else:
-                initial = zero_filled(observed, mask, self.recon_size)
-            scale = initial.flatten(1).amax(dim=1).float()
+                first = zero_filled(observed, mask, self.recon_size)
+            scale = first.flatten(1).amax(dim=1).float()
             # An overflowed (inf) scale would turn every observation into inf / inf = NaN.
             usable = torch.isfinite(scale) & (scale > 0)
             scale = torch.where(usable, scale, torch.ones_like(scale))
+        budget = budget.long()
+        if end_lines is None:
+            end_lines = mask.sum(dim=1) + budget
         state = EnvState(
             kspace=kspace,
             observed=observed,
@@ -247,9 +278,11 @@ class AcquisitionCore:
             mask=mask.clone(),
             valid=valid,
             num_low=num_low.long(),
-            steps=torch.zeros_like(budget, dtype=torch.long),
-            budget=budget.long(),
-            recon=initial.float(),
+            steps=torch.zeros_like(budget),
+            budget=budget,
+            end_lines=end_lines.to(self.device, torch.long),
+            repeated=torch.zeros_like(valid[:, 0]),
+            recon=first.float(),
             uncertainty=None,
             metrics={},
             score=torch.zeros_like(scale),
@@ -261,7 +294,7 @@ class AcquisitionCore:
         self._score(state, timer)
         return state
 
-    def _check_reset(
+    def _check_initial(
         self,
         kspace: torch.Tensor,
         target: torch.Tensor,
@@ -296,34 +329,107 @@ class AcquisitionCore:
             self._idft_rows[width] = centered_idft_rows(width, self.recon_size[1], self.device)
         return self._idft_rows[width]
 
-    # ------------------------------------------------------------------------------ step
-    def step(self, state: EnvState, actions: torch.Tensor, timer: Timer = _no_timer) -> StepResult:
-        """Acquire one line per episode, reconstruct, score; updates ``state`` in place.
+    # ------------------------------------------------------------------------ transition
+    def transition(
+        self,
+        state: EnvState,
+        actions: torch.Tensor,
+        *,
+        donate: bool = False,
+        timer: Timer = _no_timer,
+    ) -> EnvState:
+        """The state after acquiring line ``actions[i]`` in episode ``i``, reconstructed and scored.
 
-        An action on a line already acquired, or on a non-measured (padding) column, changes
-        nothing and costs the step: reward ``-repeat_penalty``.
+        An action on a line already acquired, or on a non-measured (padding) column, adds
+        nothing and still takes the step (``repeated`` is True; see :meth:`reward`).
 
         Args:
             state: The episodes (all of them step).
             actions: Long ``(B,)`` column indices in ``[0, W)`` on the core's device (checked
                 by the env layers, which see them on the host).
+            donate: Reuse ``state``'s acquisition buffers (``mask``, ``observed``,
+                ``coil_images``) in place instead of copying them; afterwards read only the
+                old state's ``score``, ``metrics``, ``recon`` and ``steps``.
             timer: Context-manager factory ``timer(section)`` for profiling.
 
         Returns:
-            Reward, termination and repeat flags, each ``(B,)``.
+            The next state (a new object; with ``donate`` it shares those buffers).
         """
         with timer("mask_fft"):
             rows = torch.arange(state.batch_size, device=self.device)
             actions = actions.to(self.device, torch.long)
-            new_line, term = self.acquire(state, rows, actions, into=(state.mask, state.observed))
-            if term is not None and state.coil_images is not None:
-                state.coil_images += term
-        previous = state.score
-        self._reconstruct(state, timer)
-        self._score(state, timer)
-        state.steps += 1
-        reward = state.score - previous - self.repeat_penalty * (~new_line).float()
-        return StepResult(reward, state.done(), ~new_line)
+            buffers = {"mask": state.mask, "observed": state.observed}
+            if state.coil_images is not None:
+                buffers["coil_images"] = state.coil_images
+            if not donate:
+                buffers = {key: value.clone() for key, value in buffers.items()}
+            new_line, term = self.acquire(
+                state, rows, actions, into=(buffers["mask"], buffers["observed"])
+            )
+            if term is not None:
+                buffers["coil_images"] += term
+            nxt = dataclasses.replace(
+                state, **buffers, steps=state.steps + 1, repeated=~new_line, metrics={}
+            )
+        self._reconstruct(nxt, timer)
+        self._score(nxt, timer)
+        return nxt
+
+    def reward(self, state: EnvState, next_state: EnvState) -> torch.Tensor:
+        """Float32 ``(B,)`` reward of the transition ``state -> next_state``.
+
+        The score gain, minus ``repeat_penalty`` where the step added no line; rewards
+        telescope to final - initial score (less the penalties).
+        """
+        penalty = self.repeat_penalty * next_state.repeated.float()
+        return next_state.score - state.score - penalty
+
+    @staticmethod
+    def terminal(state: EnvState) -> torch.Tensor:
+        """Bool ``(B,)``: the budget is spent or every measured line is acquired."""
+        return state.done()
+
+    def observation(self, state: EnvState) -> dict[str, torch.Tensor]:
+        """The env observation of ``state``: the entries :attr:`observation_keys`.
+
+        See :func:`activemri.envs.observation.observe`.
+        """
+        return observations.observe(state, self.observation_keys)
+
+    def policy_observation(
+        self, state: EnvState, obs: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """What a (non-oracle) policy is given: the observation and the ``POLICY_KEYS``.
+
+        Args:
+            state: The episodes.
+            obs: Their env observation, if already computed.
+        """
+        return observations.policy_observation(
+            state, self.observation(state) if obs is None else dict(obs)
+        )
+
+    @staticmethod
+    def info(state: EnvState) -> dict[str, torch.Tensor]:
+        """Per-episode ``(B,)`` facts of ``state`` (fresh tensors, safe to keep).
+
+        Keys: ``ssim``, ``psnr``, ``nmse``, ``mse``, ``score`` (the signed reward metric),
+        ``data_range``, ``lines_acquired``, ``acceleration`` (measured / acquired lines),
+        ``actual_acceleration`` (measured lines / lines at the end of the budget),
+        ``steps``, ``budget`` and ``repeated`` (the last step added no line).
+        """
+        lines = state.mask.sum(dim=1)
+        measured = state.valid.sum(dim=1)
+        info = {key: value.clone() for key, value in state.metrics.items()}
+        info["score"] = state.score.clone()
+        info["data_range"] = state.data_range.clone()
+        info["lines_acquired"] = lines
+        info["acceleration"] = measured / lines.clamp_min(1)
+        info["actual_acceleration"] = measured / state.end_lines.clamp_min(1)
+        info["steps"] = state.steps.clone()
+        info["budget"] = state.budget.clone()
+        info["repeated"] = state.repeated.clone()
+        return info
 
     def signed_metric(self, state: EnvState, metric: str | None = None) -> torch.Tensor:
         """The current ``metric`` of every episode, ``(B,)``, signed so that higher is better.
@@ -332,7 +438,7 @@ class AcquisitionCore:
             state: The episodes.
             metric: As in :meth:`score_candidates` (default: the reward metric).
         """
-        metric = metric or self.reward
+        metric = metric or self.reward_metric
         if metric not in _SIGN:
             raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
         return _SIGN[metric] * state.metrics[metric]
@@ -356,7 +462,7 @@ class AcquisitionCore:
         Returns:
             Float ``(B, K)``.
         """
-        metric = metric or self.reward
+        metric = metric or self.reward_metric
         if metric not in _SIGN:
             raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
         b, k = lines.shape
@@ -401,8 +507,8 @@ class AcquisitionCore:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Add line ``cols[i]`` to episode ``rows[i]``: the one add-a-line rule.
 
-        :meth:`step` writes into the state itself, :meth:`score_candidates` into copies of
-        its rows (or only takes the rank-one term), so both follow the same rule: a line
+        :meth:`transition` writes into the next state's buffers, :meth:`score_candidates` into
+        copies of its rows (or only takes the rank-one term), so both follow the same rule: a line
         already acquired or not measured adds nothing.
 
         Args:
@@ -410,8 +516,9 @@ class AcquisitionCore:
             rows: Long ``(N,)`` episode of each line (may repeat).
             cols: Long ``(N,)`` columns.
             into: ``(mask, observed)`` with ``N`` rows to update in place (row ``i`` gets
-                line ``i``): ``state.mask`` / ``state.observed`` when ``rows`` is every
-                episode once, else copies of ``state.mask[rows]`` / ``state.observed[rows]``.
+                line ``i``): buffers like ``state.mask`` / ``state.observed`` when ``rows`` is
+                every episode once, else copies of ``state.mask[rows]`` /
+                ``state.observed[rows]``.
 
         Returns:
             ``new_line`` (bool ``(N,)``: the line was measured and not yet acquired) and, on
@@ -459,13 +566,13 @@ class AcquisitionCore:
         with timer("metric"), torch.no_grad():
             recon, target, data_range = state.recon, state.target, state.data_range
             state.metrics = {name: _metric(name, recon, target, data_range) for name in _SIGN}
-            state.score = _SIGN[self.reward] * state.metrics[self.reward]
+            state.score = _SIGN[self.reward_metric] * state.metrics[self.reward_metric]
 
     def to_dict(self) -> dict[str, Any]:
         """Settings of this core (for ``repr`` and reports)."""
         return {
             "reconstructor": type(self.reconstructor).__name__,
-            "reward": self.reward,
+            "reward": self.reward_metric,
             "repeat_penalty": self.repeat_penalty,
             "device": str(self.device),
             "bf16": self.bf16,

@@ -1,4 +1,4 @@
-"""The single-episode Gymnasium environment."""
+"""The single-episode Gymnasium environment: the batched env with one sub-env."""
 
 from __future__ import annotations
 
@@ -9,33 +9,15 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 
 from activemri.envs.config import EnvConfig
-from activemri.envs.render import compose_frame, show_frame
-from activemri.envs.simulator import ResetNeededError, Simulator
+from activemri.envs.render import render_state, show_frame
+from activemri.envs.vector import ActiveMRIVectorEnv, row_info
 
-__all__ = ["ActiveMRIEnv", "host_info"]
+__all__ = ["ActiveMRIEnv"]
 
 Obs = dict[str, np.ndarray]
-
-
-def host_info(sim: Simulator, tensors: Mapping[str, torch.Tensor], slot: int) -> dict[str, Any]:
-    """The ``info`` dict of one slot as Python scalars (plus the episode's file and slice).
-
-    Args:
-        sim: The simulator.
-        tensors: ``(B,)`` info tensors (see :meth:`Simulator.step_info`).
-        slot: Which episode.
-    """
-    info: dict[str, Any] = {
-        key: column[slot].item() for key, column in sim.to_host(tensors).items()
-    }
-    episode = sim.episodes[slot]
-    if episode is not None:
-        info["file"] = str(episode.meta.file)
-        info["slice"] = episode.meta.slice_index
-        info["pass_index"] = episode.pass_index
-    return info
 
 
 class ActiveMRIEnv(gym.Env[Obs, np.int64]):
@@ -46,7 +28,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     It starts from an initial mask of central lines; each step the agent acquires one
     phase-encode line (a k-space column); a reconstructor maps the acquired k-space to an
     image, and the reward is the change of its SSIM to the target. Episodes advance through
-    the batched core (:mod:`activemri.envs.core`), here with B = 1.
+    the batched env (:class:`~activemri.envs.vector.ActiveMRIVectorEnv`, here with one
+    sub-env and autoreset disabled: :attr:`venv`), so the two run the same code.
 
     ## Action Space
     ``Discrete(W)``: the column to acquire. :meth:`action_masks` gives the lines that add
@@ -55,20 +38,24 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     step (see Rewards). A value outside ``[0, W)`` or a non-integer raises ``ValueError``.
 
     ## Observation Space
-    A ``Dict``:
+    A ``Dict`` of the entries ``observation=`` selects (default: ``reconstruction``, ``mask``
+    and, for a reconstructor with an uncertainty head, ``uncertainty``; all of them in
+    :data:`~activemri.envs.observation.ENV_KEYS`):
 
     - ``reconstruction``: ``Box(-1e4, 1e4, (1, h, w), float32)``, the current reconstruction
       divided by the episode's *observation scale*: the maximum of the zero-filled image of
       the initial mask (acquired data only, so no information about the target leaks). The
-      bound (:data:`~activemri.envs.simulator.OBS_BOUND`) is a clip only a broken
+      bound (:data:`~activemri.envs.observation.OBS_BOUND`) is a clip only a broken
       reconstructor reaches.
     - ``mask``: ``MultiBinary(W)``, 1 for acquired lines.
     - ``uncertainty``: ``Box(0, 1e4, (1, h, w), float32)``, the reconstructor's per-pixel
       standard deviation over the same scale (only for reconstructors with an uncertainty
       head).
-    - ``kspace`` (with ``observe_kspace=True``): ``Box(-1e4, 1e4, (2C, H, W), float32)``,
+    - ``kspace`` (or ``observe_kspace=True``): ``Box(-1e4, 1e4, (2C, H, W), float32)``,
       the acquired k-space over the same scale, channels ``[re_0, im_0, re_1, im_1, ...]``;
       unacquired columns are exactly ``+0.0``.
+    - ``action_mask``: ``MultiBinary(W)``, the lines :meth:`action_masks` allows.
+    - ``budget_used``: ``Box(0, 1, (1,), float32)``, steps taken / steps allowed.
 
     ## Rewards
     ``score_t - score_{t-1}`` where the score is SSIM (default), PSNR, -NMSE or -MSE of the
@@ -85,15 +72,15 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     ``MaskablePPO`` with ``sb3_contrib.common.maskable.evaluation.evaluate_policy``.
 
     ## Starting State
-    A slice from the configured split (shuffled each pass with the env's ``np_random`` for
-    training, in dataset order otherwise) and the scenario's initial mask: the central
-    block (``initial_lines`` or ``center_fraction``) plus ``extra_random_lines`` drawn with
-    ``np_random``. Zero-padded edge columns of fastMRI k-space are never acquired.
+    A slice from the configured split (shuffled each pass for training, in dataset order
+    otherwise) and the scenario's initial mask: the central block (``initial_lines`` or
+    ``center_fraction``) plus ``extra_random_lines``, both drawn with a generator seeded as
+    the env's ``np_random`` is. Zero-padded edge columns of fastMRI k-space are never acquired.
 
     ## Episode End
     ``terminated`` is ``True`` once the budget of steps is spent or every measured line is
     acquired; stepping again before :meth:`reset` raises
-    :class:`~activemri.envs.simulator.ResetNeededError` (Gymnasium's ``ResetNeeded``).
+    :class:`~activemri.envs.vector.ResetNeededError` (Gymnasium's ``ResetNeeded``).
     ``truncated`` is always ``False``. ``info`` holds ``ssim``, ``psnr``, ``nmse``, ``mse``,
     ``score``, ``data_range``, ``lines_acquired``, ``acceleration`` (measured lines /
     acquired lines), ``actual_acceleration`` (measured lines / lines at the end of the
@@ -136,29 +123,37 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         self.render_mode = render_mode
-        self.sim = Simulator.build(preset, 1, overrides)
-        self.config = self.sim.config
-        self.observation_space = self.sim.observation_space()  # type: ignore[assignment]
-        self.action_space = gym.spaces.Discrete(self.sim.width)
+        self.venv = ActiveMRIVectorEnv(
+            1, preset, autoreset_mode=AutoresetMode.DISABLED, **overrides
+        )
+        self.config = self.venv.config
+        self.observation_space = self.venv.single_observation_space
+        self.action_space = gym.spaces.Discrete(self.venv.width)
         self._window: dict[str, Any] = {}
-        self._ended = False
 
     @property
-    def core(self) -> Any:
-        """The batched :class:`~activemri.envs.core.AcquisitionCore` (for oracle policies)."""
-        return self.sim.core
+    def device(self) -> torch.device:
+        """Where the env's tensors live."""
+        return self.venv.device
+
+    @property
+    def reconstructor(self) -> Any:
+        """The reconstructor the rewards are computed with (in eval mode, on :attr:`device`)."""
+        return self.venv.reconstructor
+
+    @property
+    def domain_check(self) -> dict[str, Any] | None:
+        """The reconstructor's domain check on this data, if one ran (see ``EnvConfig``)."""
+        return self.venv.domain_check
 
     @property
     def actual_acceleration(self) -> float:
         """Measured lines / lines at the episode end, averaged over the env's slices.
 
-        See :attr:`~activemri.envs.simulator.Simulator.actual_acceleration`; per slice in
-        ``sim.actual_accelerations``, per episode in ``info["actual_acceleration"]``.
+        See :attr:`~activemri.envs.vector.ActiveMRIVectorEnv.actual_acceleration`; per
+        episode in ``info["actual_acceleration"]``.
         """
-        return self.sim.actual_acceleration
-
-    def _obs(self) -> Obs:
-        return {k: v[0].cpu().numpy() for k, v in self.sim.observation().items()}
+        return self.venv.actual_acceleration
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -173,12 +168,8 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
             The first observation and the info (metrics of the initial reconstruction).
         """
         super().reset(seed=seed)
-        if seed is not None or self.sim.state is None:
-            self.sim.reseed(0, self.np_random)
-        self._ended = True  # until a reset succeeds
-        self.sim.reset_slots([0])
-        self._ended = False
-        return self._obs(), host_info(self.sim, self.sim.step_info(None), 0)
+        obs, infos = self.venv.reset(seed=seed)
+        return _first(obs), row_info(infos, 0)
 
     def step(self, action: Any) -> tuple[Obs, SupportsFloat, bool, bool, dict[str, Any]]:
         """Acquire line ``action`` (see Rewards and Episode End).
@@ -194,28 +185,14 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
             ValueError: For an out-of-range or non-integer action.
             FloatingPointError: If the reconstructor produced NaN/inf.
         """
-        self.sim.require_state()
-        if self._ended:
-            raise ResetNeededError("the episode has ended: call reset() before step()")
-        arr = self.sim.check_actions(np.asarray(action).reshape(1))
-        result = self.sim.step(torch.from_numpy(arr).to(self.sim.device))
-        info = host_info(self.sim, self.sim.step_info(result), 0)
-        reward = float(result.reward[0].item())
-        if not np.isfinite(reward):
-            self._ended = True
-            raise FloatingPointError(
-                f"non-finite reward {reward}: the reconstructor returned NaN/inf on "
-                f"{info['file']} slice {info['slice']}"
-            )
-        terminated = bool(result.terminated[0].item())
-        self._ended = terminated
+        obs, reward, terminated, _, infos = self.venv.step(np.asarray(action).reshape(1))
         if self.render_mode == "human":
             self.render()
-        return self._obs(), reward, terminated, False, info
+        return _first(obs), float(reward[0]), bool(terminated[0]), False, row_info(infos, 0)
 
     def action_masks(self) -> np.ndarray:
         """Bool ``(W,)``: lines that are measured and not yet acquired."""
-        return self.sim.action_masks()[0].cpu().numpy()
+        return np.asarray(self.venv.action_masks()[0])
 
     def score_candidates(self, lines: Any, metric: str | None = None) -> np.ndarray:
         """Score after acquiring each candidate line, without changing the episode (oracles).
@@ -228,18 +205,17 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         Returns:
             ``(K,)`` float scores; an acquired or non-measured line scores the current value.
         """
-        cols = torch.as_tensor(np.asarray(lines, dtype=np.int64), device=self.sim.device)
-        if cols.ndim != 1 or bool(((cols < 0) | (cols >= self.sim.width)).any()):
-            raise ValueError(f"lines must be (K,) indices in [0, {self.sim.width}), got {lines}")
-        state = self.sim.require_state()
-        return self.sim.core.score_candidates(state, cols[None], metric)[0].cpu().numpy()
+        cols = torch.as_tensor(np.asarray(lines, dtype=np.int64), device=self.device)
+        if cols.ndim != 1:
+            raise ValueError(f"lines must be (K,) indices in [0, {self.venv.width}), got {lines}")
+        return self.venv.torch_score_candidates(cols[None], metric)[0].cpu().numpy()
 
     def render(self) -> np.ndarray | None:
         """An RGB frame (``rgb_array``) or a matplotlib window (``human``)."""
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode; pass render_mode='rgb_array'")
             return None
-        frame = render_slot(self.sim, 0)
+        frame = render_state(self.venv.state, 0)
         if self.render_mode == "human":
             show_frame(frame, self._window, "activemri")
             return None
@@ -254,20 +230,5 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
             self._window.clear()
 
 
-def render_slot(sim: Simulator, slot: int) -> np.ndarray:
-    """The :func:`~activemri.envs.render.compose_frame` of one slot.
-
-    Args:
-        sim: The simulator.
-        slot: Which episode.
-    """
-    state = sim.require_state()
-    unc = state.uncertainty
-    return compose_frame(
-        target=state.target[slot].cpu().numpy(),
-        recon=state.recon[slot].cpu().numpy(),
-        uncertainty=None if unc is None else unc[slot].cpu().numpy(),
-        mask=state.mask[slot].cpu().numpy(),
-        valid=state.valid[slot].cpu().numpy(),
-        data_range=float(state.data_range[slot].item()),
-    )
+def _first(obs: Obs) -> Obs:
+    return {key: value[0] for key, value in obs.items()}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["MASK_STRIP_HEIGHT", "compose_frame", "show_frame"]
+if TYPE_CHECKING:
+    from activemri.envs.core import EnvState
+
+__all__ = ["MASK_STRIP_HEIGHT", "compose_frame", "render_state", "show_frame"]
 
 MASK_STRIP_HEIGHT = 12
 _GAP = 2
@@ -75,3 +78,16 @@ def show_frame(frame: np.ndarray, state: dict[str, Any], title: str) -> None:
     state["figure"].suptitle(title)
     state["figure"].canvas.draw_idle()
     plt.pause(0.001)
+
+
+def render_state(state: EnvState, row: int) -> np.ndarray:
+    """The :func:`compose_frame` of episode ``row`` of a batch state."""
+    unc = state.uncertainty
+    return compose_frame(
+        target=state.target[row].cpu().numpy(),
+        recon=state.recon[row].cpu().numpy(),
+        uncertainty=None if unc is None else unc[row].cpu().numpy(),
+        mask=state.mask[row].cpu().numpy(),
+        valid=state.valid[row].cpu().numpy(),
+        data_range=float(state.data_range[row].item()),
+    )

@@ -31,7 +31,7 @@ def _sample(data: Path, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     venv = ActiveMRIVectorEnv(size, order="sequential", max_slices=size, subset_seed=0,
                               **_overrides(data))  # fmt: skip
     venv.torch_reset(seed=0)
-    state = venv.sim.require_state()
+    state = venv.state
     return state.kspace, state.target, state.data_range, state.valid[0].numpy()
 
 

@@ -1,4 +1,3 @@
-import copy
 import math
 
 import numpy as np
@@ -16,6 +15,7 @@ from activemri.agents import (
     free_lines,
 )
 from activemri.envs.core import AcquisitionCore
+from activemri.envs.observation import observe, policy_observation
 from activemri.recon_models import ZeroFilled
 
 B, C, H, W, h, w = 3, 1, 24, 21, 16, 15
@@ -32,22 +32,14 @@ def _state(model, device, budget=6, seed=0):
     core = AcquisitionCore(model, device=device)
     low = torch.full((B,), 3, device=device)
     steps = torch.full((B,), budget, device=device)
-    state = core.reset(k, target, torch.ones(B, device=device), valid, mask, low, steps)
+    state = core.initial(k, target, torch.ones(B, device=device), valid, mask, low, steps)
     return core, state
 
 
 def _obs(state):
     """A policy observation of ``state``: what it may see (acquired data only)."""
-    obs = {
-        "mask": state.mask.to(torch.int8),
-        "action_mask": state.valid & ~state.mask,
-        "valid": state.valid,
-        "budget": state.budget,
-        "num_low": state.num_low,
-    }
-    if state.uncertainty is not None:
-        obs["uncertainty"] = (state.uncertainty / state.scale[:, None, None]).unsqueeze(1)
-    return obs
+    keys = ["mask", "uncertainty"] if state.uncertainty is not None else ["mask"]
+    return policy_observation(state, observe(state, keys))
 
 
 def test_center_out_order_alternates_from_the_center():
@@ -89,14 +81,12 @@ def test_greedy_oracle_equals_brute_force(model, device):
     for row in range(B):
         best, best_col = -math.inf, None
         for col in torch.nonzero(free_lines(_obs(state))[row]).flatten().tolist():
-            trial = copy.deepcopy(state)
             actions = choice.clone()
             actions[row] = col
-            core.step(trial, actions)
+            trial = core.transition(state, actions)
             if trial.score[row] > best + 1e-7:
                 best, best_col = float(trial.score[row]), col
-        trial = copy.deepcopy(state)
-        core.step(trial, choice)
+        trial = core.transition(state, choice)
         assert float(trial.score[row]) == pytest.approx(best, abs=1e-6), (row, best_col)
         assert free_lines(_obs(state))[row, choice[row]]
 

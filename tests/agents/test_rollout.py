@@ -14,7 +14,7 @@ from env_helpers import BlurredZeroFilled, tiny_config
 from activemri.agents.policies import Policy, free_lines
 from activemri.agents.rollout import run_policy
 from activemri.envs import ActiveMRIVectorEnv
-from activemri.envs.simulator import POLICY_KEYS
+from activemri.envs.observation import POLICY_KEYS
 
 ALLOWED = {"reconstruction", "mask", "uncertainty", *POLICY_KEYS}
 

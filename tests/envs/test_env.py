@@ -162,7 +162,7 @@ def test_observed_kspace_observation(tiny_multicoil):
 
 def test_sequential_order_is_one_pass_and_shuffle_permutes(tiny_data):
     env = tiny_env(tiny_data, order="sequential")
-    n = len(env.unwrapped.sim.indices)
+    n = len(env.unwrapped.venv.slice_indices)
     seen = []
     _, info = env.reset(seed=0)
     for _ in range(n):
@@ -184,7 +184,7 @@ def test_splits_are_selectable(tiny_data):
     for split in files:
         env = tiny_env(tiny_data, split=split, order="sequential")
         _, info = env.reset(seed=0)
-        for _ in range(len(env.sim.indices)):
+        for _ in range(len(env.venv.slice_indices)):
             files[split].add(info["file"])
             _, info = env.reset()
     assert files["train"] and files["val"] and files["test"]
@@ -257,13 +257,13 @@ def test_unreadable_slices_are_skipped_and_recorded(tiny_data, tmp_path):
             seen.append((Path(info["file"]).name, info["slice"]))
             _, info = env.reset()
     assert (broken.name, 1) not in seen and len(set(seen)) == 5
-    assert list(env.sim.bad_slices) == [1]
+    assert list(env.venv.bad_slices) == [1]
 
 
 def test_custom_reconstructor_plugs_in_by_class_path(tiny_data):
     env = tiny_env(tiny_data, reconstructor=CUSTOM, reconstructor_config={"weight": 0.25})
-    assert type(env.core.reconstructor).__name__ == "BlurredZeroFilled"
-    assert env.core.reconstructor.weight.item() == 0.25
+    assert type(env.reconstructor).__name__ == "BlurredZeroFilled"
+    assert env.reconstructor.weight.item() == 0.25
     obs, _ = env.reset(seed=0)
     assert obs["uncertainty"].max() > 0
 
@@ -337,7 +337,7 @@ def test_cache_slices_reads_each_slice_once(tiny_data, monkeypatch):
     from activemri.data import SliceDataset
 
     env = tiny_env(tiny_data, order="sequential", cache_slices=True)
-    n = len(env.sim.indices)
+    n = len(env.venv.slice_indices)
     reads = []
     original = SliceDataset.__getitem__
     monkeypatch.setattr(
@@ -383,14 +383,14 @@ def test_the_acceleration_actually_run_is_reported(tiny_data):
     # 3x of 32 measured lines is round(10.67) = 11 lines: 32 / 11 = 2.91x, 7 steps after 4.
     env = tiny_env(tiny_data, acceleration=3.0, budget=None)
     assert env.actual_acceleration == pytest.approx(32 / 11)
-    assert set(env.sim.actual_accelerations) == set(env.sim.indices)
+    assert set(env.venv.actual_accelerations) == set(env.venv.slice_indices)
     _, info = env.reset(seed=0)
     assert info["actual_acceleration"] == pytest.approx(32 / 11) and info["budget"] == 7
     free = np.flatnonzero(env.action_masks())
     for t in range(7):
         *_, terminated, _, info = env.step(int(free[t]))
     assert terminated and info["acceleration"] == pytest.approx(info["actual_acceleration"])
-    assert env.sim.episodes[0].actual_acceleration == pytest.approx(32 / 11)
+    assert env.venv.episodes[0].actual_acceleration == pytest.approx(32 / 11)
 
 
 def test_multicoil_files_are_refused_by_the_single_coil_env_and_vice_versa(
@@ -447,7 +447,7 @@ def test_finite_but_huge_kspace_is_skipped_and_observations_stay_finite(tiny_dat
             assert np.isfinite(info["ssim"])
             seen.append((Path(info["file"]).name, info["slice"]))
             obs, info = env.reset()
-    assert (broken.name, 1) not in seen and list(env.sim.bad_slices) == [1]
+    assert (broken.name, 1) not in seen and list(env.venv.bad_slices) == [1]
 
 
 def test_an_all_zero_target_without_max_is_skipped(tiny_data, tmp_path):
@@ -461,7 +461,7 @@ def test_an_all_zero_target_without_max_is_skipped(tiny_data, tmp_path):
     env = tiny_env(tmp_path / "blank", order="sequential")
     with pytest.warns(DataWarning, match="zero everywhere"):
         _, info = env.reset(seed=0)
-    assert info["slice"] == 1 and np.isfinite(info["ssim"]) and list(env.sim.bad_slices) == [0]
+    assert info["slice"] == 1 and np.isfinite(info["ssim"]) and list(env.venv.bad_slices) == [0]
 
 
 def test_a_reconstructor_returning_nan_fails_at_reset(tiny_data):

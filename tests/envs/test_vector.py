@@ -92,7 +92,7 @@ def test_torch_api_matches_numpy_api(tiny_data):
 
 def test_sequential_order_deals_slices_round_robin(tiny_data):
     venv = tiny_vec(tiny_data, 2, order="sequential", budget=1)
-    n = len(venv.sim.indices)
+    n = len(venv.slice_indices)
     _, infos = venv.reset(seed=0)
     seen = [(infos["file"][i], infos["slice"][i]) for i in range(2)]
     while len(seen) < n:
@@ -118,8 +118,8 @@ def test_partial_autoreset_matches_single_envs_including_repeat_flags(tiny_data)
         env.reset(seed=3 + i)
     # Lines 2, 3, 32, 33 are left (budget 4); shorten env 0's first episode to 2 steps so
     # that from then on the two sub-envs end at different steps.
-    venv.sim.require_state().budget[0] = 2
-    singles[0].sim.require_state().budget[0] = 2
+    venv.state.budget[0] = 2
+    singles[0].venv.state.budget[0] = 2
     plan = [(2, 18), (3, 18), (32, 2), (33, 18), (2, 3), (3, 32), (32, 18), (33, 2), (2, 3)]
     uneven = 0
     for t, (a0, a1) in enumerate(plan):
@@ -222,7 +222,7 @@ def test_a_slot_whose_share_is_unreadable_is_an_error_not_a_hang(tiny_data, tmp_
         with pytest.raises(NoReadableSliceError, match=r"sub-env 1's round-robin share") as err:
             venv.reset(seed=0)
     assert all(name in str(err.value) for name in names) and "NaN" in str(err.value)
-    assert isinstance(err.value, ValueError) and sorted(venv.sim.bad_slices) == [1, 3, 5]
+    assert isinstance(err.value, ValueError) and sorted(venv.bad_slices) == [1, 3, 5]
 
 
 def test_all_unreadable_slices_in_shuffle_order_is_an_error(tiny_data, tmp_path):
@@ -239,13 +239,13 @@ def test_all_unreadable_slices_in_shuffle_order_is_an_error(tiny_data, tmp_path)
 def test_torch_api_rejects_non_integer_action_tensors(tiny_data):
     venv = tiny_vec(tiny_data, 3)
     venv.torch_reset(seed=0)
-    before = venv.sim.require_state().mask.clone()
+    before = venv.state.mask.clone()
     for bad in (torch.tensor([10.0, 11.0, 12.0]), torch.tensor([True, False, True])):
         with pytest.raises(TypeError, match="integer tensor"):
             venv.torch_step(bad)
         with pytest.raises(TypeError, match="integer tensor"):
             venv.torch_step(bad, check=False)
-    assert torch.equal(venv.sim.require_state().mask, before)  # nothing was acquired
+    assert torch.equal(venv.state.mask, before)  # nothing was acquired
     with pytest.raises(TypeError, match="integer tensor"):
         venv.torch_score_candidates(torch.tensor([[10.0], [11.0], [12.0]]))
     venv.torch_step(torch.tensor([10, 11, 12], dtype=torch.int32))  # any integer dtype
@@ -295,7 +295,7 @@ def test_gymnasium_vector_observation_wrappers_work_with_next_step(tiny_data):
         "ActiveMRI/Builtin-v0", num_envs=2, autoreset_mode=AutoresetMode.NEXT_STEP, **config
     )
     batches = []
-    venv.unwrapped.core.reconstructor.register_forward_hook(
+    venv.unwrapped.reconstructor.register_forward_hook(
         lambda module, args, out: batches.append(args[0].shape[0])
     )
     flat = FlattenObservation(venv)
@@ -320,3 +320,65 @@ def test_gymnasium_vector_observation_wrappers_work_with_next_step(tiny_data):
                 assert obs.min() >= -1.0 and obs.max() <= 1.0
         # five steps and one restart, every one a single forward of both sub-envs
         assert ended == 4 and batches == [2] * 6, (name, batches)
+
+
+def test_disabled_autoreset_matches_gymnasium_sync_vector_env(tiny_data):
+    """No restart by itself; ``reset_mask`` restarts only the marked sub-envs."""
+    kw = {"reconstructor": CUSTOM, "budget": 2, "order": "shuffle"}
+    venv = tiny_vec(tiny_data, B, autoreset_mode="disabled", **kw)
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    sync = gym.vector.SyncVectorEnv(
+        [lambda: tiny_env(tiny_data, **kw) for _ in range(B)],
+        autoreset_mode=AutoresetMode.DISABLED,
+    )
+    venv.reset(seed=4)
+    sync.reset(seed=4)
+    for t in range(2):
+        obs, rewards, terminated, _, infos = venv.step(_actions(t))
+        ref_obs, ref_rewards, ref_term, _, ref_infos = sync.step(_actions(t))
+        np.testing.assert_allclose(rewards, ref_rewards, atol=1e-6)
+        assert np.array_equal(terminated, ref_term) and "final_obs" not in infos
+    assert terminated.all()  # the terminal observation is the one returned
+    np.testing.assert_allclose(obs["mask"].sum(axis=1), infos["lines_acquired"])
+    from activemri.envs import ResetNeededError
+
+    with pytest.raises(ResetNeededError, match=r"sub-env\(s\) \[0, 1, 2\] has ended"):
+        venv.step(_actions(2))
+    keep = venv.state.mask[0].clone()
+    reset_mask = np.array([False, True, True])
+    obs, infos = venv.reset(options={"reset_mask": reset_mask})
+    ref_obs, ref_infos = sync.reset(options={"reset_mask": reset_mask})
+    assert torch.equal(venv.state.mask[0], keep)  # sub-env 0 kept its ended episode
+    assert list(infos["_file"]) == [False, True, True]
+    for k in ref_obs:
+        np.testing.assert_allclose(obs[k][1:], ref_obs[k][1:], atol=1e-6)
+    assert list(infos["file"][1:]) == list(ref_infos["file"][1:])
+    with pytest.raises(ResetNeededError, match=r"\[0\]"):  # still waiting for its reset
+        venv.step(_actions(3))
+    venv.reset(options={"reset_mask": np.zeros(B, dtype=bool)})  # nothing to restart: no-op
+    assert torch.equal(venv.state.mask[0], keep)
+    with pytest.raises(ValueError, match="reset_mask"):
+        venv.reset(options={"reset_mask": [1, 0, 1]})
+    venv.reset(options={"reset_mask": np.array([True, False, False])})
+    venv.step(_actions(4))  # every sub-env is playing again
+
+
+def test_observation_entries_come_from_config_and_pass_the_checkers(tiny_data):
+    from gymnasium.utils.env_checker import check_env
+
+    keys = ["reconstruction", "mask", "action_mask", "budget_used"]
+    env = tiny_env(tiny_data, reconstructor=CUSTOM, budget=3, observation=keys)
+    assert set(env.observation_space.spaces) == set(keys)
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["budget_used"].tolist() == [0.0]
+    free = np.flatnonzero(obs["action_mask"])
+    np.testing.assert_array_equal(obs["action_mask"].astype(bool), env.action_masks())
+    obs, *_ = env.step(int(free[0]))
+    assert obs["budget_used"][0] == pytest.approx(1 / 3) and obs["action_mask"][free[0]] == 0
+    venv = tiny_vec(tiny_data, 2, reconstructor=CUSTOM, observation=keys)
+    assert set(venv.single_observation_space.spaces) == set(keys)
+    with pytest.raises(ValueError, match="unknown observation entries"):
+        tiny_env(tiny_data, observation=["reconstruction", "target"])
+    with pytest.raises(ValueError, match="no uncertainty head"):
+        tiny_env(tiny_data, reconstructor="zero_filled", observation=["uncertainty"])

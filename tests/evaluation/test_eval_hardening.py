@@ -339,7 +339,7 @@ def test_non_finite_reward_names_the_slice_at_fault(
 
     def failing(self: ActiveMRIVectorEnv, *args: Any, **kwargs: Any) -> Any:
         out = real(self, *args, **kwargs)
-        state = self.sim.require_state()
+        state = self.state
         if int(state.steps[2]) == 3:  # the third row's reconstruction turns NaN
             state.score[2] = float("nan")
             raise FloatingPointError("non-finite rewards [..]: the reconstructor returned NaN")

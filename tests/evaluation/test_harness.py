@@ -35,7 +35,7 @@ def _venv(data: Path, num_envs: int, acceleration: float, **extra: Any) -> Activ
 def test_run_policy_plays_every_slice_once_with_one_record_per_line(tiny_data: Path) -> None:
     venv = _venv(tiny_data, 5, 4.0)  # 12 slices of one width over 5 rows: uneven shares
     runs = run_policy(venv, LowToHighPolicy())
-    assert len(venv.sim.indices) == 12
+    assert len(venv.slice_indices) == 12
     assert len(runs) == 12 and len(set(runs.keys())) == 12
     for lines, ssim in zip(runs.lines, runs.metrics["ssim"], strict=True):
         assert lines == list(range(4, 4 + len(lines)))  # 4 central lines, then one per step

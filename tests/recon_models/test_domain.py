@@ -119,10 +119,10 @@ def test_env_runs_the_guard_and_evaluate_records_it(tiny_data, tmp_path, monkeyp
     with pytest.warns(DomainWarning):
         env = gym.make("ActiveMRI/Builtin-v0", data_root=str(tiny_data), reconstructor=model,
                        device="cpu", cache_slices=False)  # fmt: skip
-    check = env.unwrapped.sim.domain_check
+    check = env.unwrapped.domain_check
     assert check is not None and check["helps"] is False
     env.close()
     quiet = gym.make("ActiveMRI/Builtin-v0", data_root=str(tiny_data), reconstructor=model,
                      device="cpu", domain_check=False)  # fmt: skip
-    assert quiet.unwrapped.sim.domain_check is None
+    assert quiet.unwrapped.domain_check is None
     quiet.close()
