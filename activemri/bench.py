@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from activemri._load import cpu_load
+from activemri._threads import intra_op_threads
 from activemri.agents.policies import RandomPolicy
 from activemri.envs.vector import ActiveMRIVectorEnv
 from activemri.recon_models.base import Reconstructor
@@ -59,6 +61,8 @@ class BenchResult:
     peak_memory_mb: float = float("nan")
     reference_ms: float | None = None
     in_episode_ms: float = float("nan")
+    threads: int = 0
+    load: int = 0
 
     @property
     def overhead_ratio(self) -> float:
@@ -79,14 +83,16 @@ class BenchResult:
             else (f" {self.reference_ms:9.1f} {self.reference_ms / self.step_ms:6.2f}x")
         )
         return (
-            f"{self.device:<5} {self.size:<8} {self.reconstructor:<11} {self.batch_size:>4} "
+            f"{self.device:<5} {self.size:<8} {self.reconstructor:<11} {self.threads:>3} "
+            f"{self.load:>4} {self.batch_size:>4} "
             f"{self.step_ms:8.2f} {parts} {self.steps_per_s:9.0f} {self.bare_forward_ms:8.2f} "
             f"{self.overhead_ratio:6.3f} {self.episode_ratio:6.3f} {self.peak_memory_mb:8.0f}{ref}"
         )
 
 
 HEADER = (
-    f"{'dev':<5} {'data':<8} {'recon':<11} {'B':>4} {'step_ms':>8} {'data':>8} {'mask_fft':>8} "
+    f"{'dev':<5} {'data':<8} {'recon':<11} {'thr':>3} {'load':>4} {'B':>4} {'step_ms':>8} "
+    f"{'data':>8} {'mask_fft':>8} "
     f"{'forward':>8} {'metric':>8} {'other':>8} {'steps/s':>9} {'bare_ms':>8} {'ratio':>6} "
     f"{'ep_rat':>6} {'peak_MB':>8} {'ref_ms':>9} {'ref/step':>7}"
 )
@@ -236,6 +242,8 @@ def run_bench(
     reference: bool = True,
     echo: Callable[[str], None] = print,
     full: bool = False,
+    threads: list[int | None] | None = None,
+    loads: list[int] | None = None,
 ) -> list[BenchResult]:
     """Run every combination and print a table; returns the results.
 
@@ -248,14 +256,19 @@ def run_bench(
         reference: Also time the reference pipeline (zero-filled rows on CPU).
         echo: Where lines are printed.
         full: Include the knee-size U-Net on CPU.
+        threads: Torch intra-op thread counts to run each row at (``None`` entries, and the
+            default, keep the process's setting).
+        loads: Concurrent CPU loads to run each row under: numbers of busy-looping
+            processes started by the bench (default ``[0]``, idle). The env and the
+            reference are timed under the same load, so their ratio stays meaningful.
 
     The knee-size U-Net (32 channels, 4 levels, 320x320) is skipped on CPU unless ``full``:
     one forward of 64 images takes over a minute there.
     """
     ref = load_reference() if reference else None
     if reference and ref is None:
-        echo("note: reference pipeline unavailable (needs the checkout's benchmarks/ and "
-             "scikit-image); ratios are left out")  # fmt: skip
+        echo("note: reference pipeline unavailable (needs scikit-image, in the dev extra); "
+             "ratios are left out")  # fmt: skip
     torch.manual_seed(0)
     echo(HEADER)
     results = []
@@ -266,11 +279,18 @@ def run_bench(
                 if dev == "cpu" and size == "knee" and recon == "unet" and not full:
                     echo("(knee-size U-Net on CPU skipped; --full runs it)")
                     continue
-                for b in batch_sizes:
-                    result = bench_env(size, recon, b, device, steps, ref if dev == "cpu" else None)
-                    results.append(result)
-                    echo(result.row())
-    echo("times in ms per env step of B episodes, resets amortized over the episode; ratio = "
-         "step (resets left out) / bare forward; ep_rat = step with resets / bare forward; "
-         "ref/step = reference pipeline / env step (zero-filled, CPU)")  # fmt: skip
+                for load in loads or [0]:
+                    for count in threads or [None]:
+                        with cpu_load(load), intra_op_threads(count) as used:
+                            for b in batch_sizes:
+                                result = bench_env(
+                                    size, recon, b, device, steps, ref if dev == "cpu" else None
+                                )
+                                result.threads, result.load = used, load
+                                results.append(result)
+                                echo(result.row())
+    echo("times in ms per env step of B episodes, resets amortized over the episode; thr = "
+         "torch threads, load = busy processes beside the bench; ratio = step (resets left "
+         "out) / bare forward; ep_rat = step with resets / bare forward; ref/step = reference "
+         "pipeline / env step (zero-filled, CPU)")  # fmt: skip
     return results

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("ops", ("activemri._version", "activemri._io", "activemri._config", "activemri.kspace",
-             "activemri.metrics", "activemri.masks")),
+    ("ops", ("activemri._version", "activemri._io", "activemri._config", "activemri._threads",
+             "activemri.kspace", "activemri.metrics", "activemri.masks")),
     ("data", ("activemri.data",)),
     ("recon", ("activemri.recon_models",)),
     ("env", ("activemri.envs",)),

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from activemri.cli import main
 
@@ -99,6 +100,7 @@ def test_env_check_fails_cleanly(capsys):
 
 
 def test_bench_prints_breakdown_and_reference_ratio(capsys):
+    threads = torch.get_num_threads()
     assert (
         main(
             [
@@ -113,12 +115,22 @@ def test_bench_prints_breakdown_and_reference_ratio(capsys):
                 "2",
                 "--steps",
                 "2",
+                "--threads",
+                "1",
+                "--load",
+                "0",
+                "1",
             ]
         )
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("dev"))
-    row = lines[header + 1].split()
-    assert row[:4] == ["cpu", "builtin", "zero_filled", "2"]
-    assert float(row[4]) > 0 and row[-1].endswith("x")
+    rows = [line.split() for line in lines[header + 1 : header + 3]]
+    # one row idle and one beside a busy process, both at one torch thread
+    assert [row[:6] for row in rows] == [
+        ["cpu", "builtin", "zero_filled", "1", "0", "2"],
+        ["cpu", "builtin", "zero_filled", "1", "1", "2"],
+    ]
+    assert all(float(row[6]) > 0 and row[-1].endswith("x") for row in rows)
+    assert torch.get_num_threads() == threads  # restored

@@ -6,7 +6,16 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from activemri.data import SliceDataset
-from activemri.metrics import mse, nmse, psnr, ssim, ssim_against, ssim_targets
+from activemri.metrics import (
+    metric_targets,
+    metrics_against,
+    mse,
+    nmse,
+    psnr,
+    ssim,
+    ssim_against,
+    ssim_targets,
+)
 
 
 def _skimage_ssim(pred: np.ndarray, target: np.ndarray, data_range: float) -> float:
@@ -162,3 +171,48 @@ def test_ssim_against_precomputed_targets_equals_ssim() -> None:
     pred = preds[:3].clone().requires_grad_(True)
     ssim_against(pred, ssim_targets(targets, data_range)).sum().backward()
     assert pred.grad is not None and torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("shape", [(37, 31), (128, 128)])
+def test_fused_metrics_match_skimage_and_fastmri_in_float64(shape, device) -> None:
+    rng = np.random.default_rng(3)
+    pred, target = _pairs("structured", shape, 1.0, rng)
+    ranges = target.reshape(len(target), -1).max(axis=1)
+    got = metrics_against(
+        torch.tensor(pred, device=device),  # float64: the working dtype follows the inputs
+        metric_targets(torch.tensor(target, device=device), torch.tensor(ranges, device=device)),
+    )
+    assert list(got) == ["ssim", "psnr", "nmse", "mse"]
+    for i, (p, t, r) in enumerate(zip(pred, target, ranges, strict=True)):
+        # fastMRI's evaluate.py: skimage SSIM/PSNR with the volume max, NMSE by norms
+        assert float(got["ssim"][i]) == pytest.approx(_skimage_ssim(p, t, r), abs=1e-6)
+        psnr_ref = peak_signal_noise_ratio(t, p, data_range=r)
+        assert float(got["psnr"][i]) == pytest.approx(psnr_ref, abs=1e-6)
+        nmse_ref = np.linalg.norm(t - p) ** 2 / np.linalg.norm(t) ** 2
+        assert float(got["nmse"][i]) == pytest.approx(nmse_ref, rel=1e-9)
+        assert float(got["mse"][i]) == pytest.approx(np.mean((t - p) ** 2), rel=1e-9)
+
+
+def test_fused_metrics_equal_the_separate_functions() -> None:
+    gen = torch.Generator().manual_seed(1)
+    targets = torch.rand(3, 40, 36, generator=gen) * 5
+    rows = torch.tensor([0, 2, 2, 1, 0, 1, 2])
+    preds = targets[rows] + 0.3 * torch.rand(7, 40, 36, generator=gen)
+    data_range = torch.tensor([5.0, 4.0, 6.0])
+    stats = metric_targets(targets, data_range)
+    got = metrics_against(preds, stats, rows)
+    t, dr = targets[rows], data_range[rows]
+    torch.testing.assert_close(got["ssim"], ssim(preds, t, dr))
+    torch.testing.assert_close(got["psnr"], psnr(preds, t, dr))
+    torch.testing.assert_close(got["nmse"], nmse(preds, t))
+    torch.testing.assert_close(got["mse"], mse(preds, t))
+    one = metrics_against(preds[:2], stats, 0, names=("mse", "ssim"))
+    assert list(one) == ["mse", "ssim"]
+    torch.testing.assert_close(one["mse"], mse(preds[:2], targets[[0, 0]]))
+    whole = metrics_against(targets, stats)  # identity: SSIM 1, no error
+    torch.testing.assert_close(whole["ssim"], torch.ones(3))
+    assert torch.equal(whole["mse"], torch.zeros(3)) and torch.isinf(whole["psnr"]).all()
+    with pytest.raises(ValueError, match="names must be"):
+        metrics_against(preds, stats, rows, names=("ssim", "lpips"))
+    with pytest.raises(ValueError, match="images must be"):
+        metrics_against(preds[:, :5], stats, rows)

@@ -27,11 +27,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    return _non_negative_int(text)
 
 
 def _acceleration(text: str) -> float:

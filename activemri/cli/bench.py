@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from activemri.cli._common import CommandError, _positive_int
+from activemri.cli._common import CommandError, _non_negative_int, _positive_int
 
 if TYPE_CHECKING:
     from activemri.cli._common import Commands
@@ -48,6 +48,21 @@ def add_parser(commands: Commands) -> None:
         help="episodes per batched step (default 1 16 64)",
     )
     bench.add_argument("--steps", type=_positive_int, default=20, help="timed steps per row")
+    bench.add_argument(
+        "--threads",
+        nargs="+",
+        type=_positive_int,
+        default=None,
+        help="torch intra-op thread counts to run every row at (default: as set)",
+    )
+    bench.add_argument(
+        "--load",
+        nargs="+",
+        type=_non_negative_int,
+        default=[0],
+        help="run every row under these concurrent CPU loads: numbers of busy-looping "
+        "processes the bench starts beside itself (default 0, idle)",
+    )
     bench.add_argument("--no-reference", action="store_true", help="skip the reference")
     bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
     bench.set_defaults(func=_bench)
@@ -72,5 +87,7 @@ def _bench(args: argparse.Namespace) -> int:
         args.steps,
         reference=not args.no_reference,
         full=args.full,
+        threads=args.threads,
+        loads=args.load,
     )
     return 0

@@ -91,6 +91,11 @@ class EnvConfig:
             uncertainty head, ``uncertainty``.
         observe_kspace: Add ``kspace`` (the observed k-space, real/imag channels) to the
             observation's entries.
+        metric_threads: Torch intra-op threads of the metric pass on CPU (``None``: the
+            process's setting). 1 by default: the SSIM pass is many short parallel loops,
+            and when another process holds a core (the normal state of a training job) each
+            one waits for a descheduled thread; at one thread it runs at full speed beside a
+            load (``activemri bench --load``). The reconstructor keeps the process's threads.
         candidate_chunk: Most images per forward when scoring candidate lines; ``None``
             picks :data:`DEFAULT_CANDIDATE_CHUNK` for the device (small on CPU, where large
             convolution batches run slower per image; large on CUDA).
@@ -125,6 +130,7 @@ class EnvConfig:
     bf16: bool = False
     observation: tuple[str, ...] | None = None
     observe_kspace: bool = False
+    metric_threads: int | None = 1
     candidate_chunk: int | None = None
     cache_slices: bool = False
     builtin_seed: int = 0
@@ -139,6 +145,8 @@ class EnvConfig:
             raise ValueError(f"order must be one of {_ORDERS} or None, got {self.order!r}")
         if self.coils is not None and self.coils not in _COILS:
             raise ValueError(f"coils must be one of {_COILS} or None, got {self.coils!r}")
+        if self.metric_threads is not None and self.metric_threads < 1:
+            raise ValueError(f"metric_threads must be >= 1 or None, got {self.metric_threads}")
         if self.candidate_chunk is not None and self.candidate_chunk < 1:
             raise ValueError(f"candidate_chunk must be >= 1, got {self.candidate_chunk}")
         if self.max_slices is not None and self.max_slices < 1:

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from activemri import metrics
+from activemri._threads import intra_op_threads
 from activemri.envs import observation as observations
 from activemri.kspace import center_crop, zero_filled
 from activemri.recon_models.base import Reconstructor
@@ -65,6 +66,8 @@ class EnvState:
         observed: The acquired part of ``kspace``, exactly ``+0.0`` elsewhere.
         target: Ground-truth images ``(B, h, w)``.
         data_range: SSIM/PSNR data range ``(B,)``.
+        targets: The targets' metric statistics (SSIM window moments, energy), computed once
+            per episode so that scoring a reconstruction is one fused pass.
         mask: Acquired lines, bool ``(B, W)``.
         valid: Measured (non-padding) lines, bool ``(B, W)``; ``mask`` is a subset.
         num_low: Size of the initial central (ACS) block ``(B,)``, passed to reconstructors.
@@ -88,6 +91,7 @@ class EnvState:
     observed: torch.Tensor
     target: torch.Tensor
     data_range: torch.Tensor
+    targets: metrics.MetricTargets
     mask: torch.Tensor
     valid: torch.Tensor
     num_low: torch.Tensor
@@ -123,6 +127,9 @@ class EnvState:
             value = getattr(self, f.name)
             if f.name == "metrics":
                 values[f.name] = {key: v[rows].clone() for key, v in value.items()}
+            elif f.name == "targets":
+                index = rows if isinstance(rows, torch.Tensor) else _arange(rows, self.batch_size)
+                values[f.name] = value.rows(index.to(self.mask.device))  # gathers: copies
             else:
                 values[f.name] = None if value is None else value[rows].clone()
         return EnvState(**values)
@@ -134,10 +141,17 @@ class EnvState:
             if f.name == "metrics":
                 for key in mine:
                     mine[key][rows] = theirs[key]
+            elif f.name == "targets":
+                for a, b in zip(mine.leaves(), theirs.leaves(), strict=True):
+                    a[rows] = b
             elif mine is not None:
                 if theirs is None:
                     raise ValueError(f"cannot merge states: {f.name} is missing in the new rows")
                 mine[rows] = theirs
+
+
+def _arange(rows: slice, n: int) -> torch.Tensor:
+    return torch.arange(n)[rows]
 
 
 def centered_idft_rows(width: int, out_width: int, device: torch.device) -> torch.Tensor:
@@ -183,6 +197,8 @@ class AcquisitionCore:
         observation: Entries of :meth:`observation`, a subset of
             :data:`~activemri.envs.observation.ENV_KEYS` (``None``: the default of
             :func:`~activemri.envs.observation.resolve_keys`).
+        metric_threads: Intra-op threads of the metric pass on CPU (``None``: as set); see
+            ``EnvConfig.metric_threads``.
     """
 
     def __init__(
@@ -194,6 +210,7 @@ class AcquisitionCore:
         bf16: bool = False,
         candidate_chunk: int = 64,
         observation: Sequence[str] | None = None,
+        metric_threads: int | None = None,
     ) -> None:
         if reward not in _SIGN:
             raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
@@ -205,6 +222,7 @@ class AcquisitionCore:
         self.repeat_penalty = float(repeat_penalty)
         self.bf16 = bool(bf16) and self.device.type == "cuda"
         self.candidate_chunk = int(candidate_chunk)
+        self.metric_threads = None if self.device.type != "cpu" else metric_threads
         self.observation_keys = observations.resolve_keys(
             observation, has_uncertainty=self.has_uncertainty
         )
@@ -270,11 +288,14 @@ class AcquisitionCore:
         budget = budget.long()
         if end_lines is None:
             end_lines = mask.sum(dim=1) + budget
+        with timer("metric"):
+            targets = metrics.metric_targets(target.float(), data_range.float())
         state = EnvState(
             kspace=kspace,
             observed=observed,
-            target=target.float(),
-            data_range=data_range.float(),
+            target=targets.target,
+            data_range=targets.data_range,
+            targets=targets,
             mask=mask.clone(),
             valid=valid,
             num_low=num_low.long(),
@@ -358,18 +379,21 @@ class AcquisitionCore:
         with timer("mask_fft"):
             rows = torch.arange(state.batch_size, device=self.device)
             actions = actions.to(self.device, torch.long)
-            buffers = {"mask": state.mask, "observed": state.observed}
-            if state.coil_images is not None:
-                buffers["coil_images"] = state.coil_images
+            mask, observed, coils = state.mask, state.observed, state.coil_images
             if not donate:
-                buffers = {key: value.clone() for key, value in buffers.items()}
-            new_line, term = self.acquire(
-                state, rows, actions, into=(buffers["mask"], buffers["observed"])
-            )
-            if term is not None:
-                buffers["coil_images"] += term
+                mask, observed = mask.clone(), observed.clone()
+                coils = None if coils is None else coils.clone()
+            new_line, term = self.acquire(state, rows, actions, into=(mask, observed))
+            if term is not None and coils is not None:
+                coils += term
             nxt = dataclasses.replace(
-                state, **buffers, steps=state.steps + 1, repeated=~new_line, metrics={}
+                state,
+                mask=mask,
+                observed=observed,
+                coil_images=coils,
+                steps=state.steps + 1,
+                repeated=~new_line,
+                metrics={},
             )
         self._reconstruct(nxt, timer)
         self._score(nxt, timer)
@@ -472,7 +496,6 @@ class AcquisitionCore:
         flat_rows = torch.arange(b, device=self.device).repeat_interleave(k)
         flat_lines = lines.reshape(-1)
         out = torch.empty(b * k, device=self.device)
-        targets = metrics.ssim_targets(state.target, state.data_range) if metric == "ssim" else None
         for start in range(0, b * k, self.candidate_chunk):
             rows = flat_rows[start : start + self.candidate_chunk]
             cols = flat_lines[start : start + self.candidate_chunk]
@@ -490,10 +513,10 @@ class AcquisitionCore:
                 mask, observed = state.mask[rows], state.observed[rows]  # copies
                 self.acquire(state, rows, cols, into=(mask, observed))
                 image = self._forward(observed, mask, state.num_low[rows])[0]
-            if targets is not None:
-                value = metrics.ssim_against(image, targets, rows if one is None else one)
-            else:
-                value = _metric(metric, image, state.target[rows], state.data_range[rows])
+            which = rows if one is None else one
+            with intra_op_threads(self.metric_threads):
+                scored = metrics.metrics_against(image, state.targets, which, names=(metric,))
+            value = scored[metric]
             out[start : start + rows.numel()] = _SIGN[metric] * value
         return out.view(b, k)
 
@@ -564,8 +587,8 @@ class AcquisitionCore:
 
     def _score(self, state: EnvState, timer: Timer) -> None:
         with timer("metric"), torch.no_grad():
-            recon, target, data_range = state.recon, state.target, state.data_range
-            state.metrics = {name: _metric(name, recon, target, data_range) for name in _SIGN}
+            with intra_op_threads(self.metric_threads):
+                state.metrics = metrics.metrics_against(state.recon, state.targets)
             state.score = _SIGN[self.reward_metric] * state.metrics[self.reward_metric]
 
     def to_dict(self) -> dict[str, Any]:
@@ -577,16 +600,5 @@ class AcquisitionCore:
             "device": str(self.device),
             "bf16": self.bf16,
             "fast_linear": self.fast_linear,
+            "metric_threads": self.metric_threads,
         }
-
-
-def _metric(
-    name: str, image: torch.Tensor, target: torch.Tensor, data_range: torch.Tensor
-) -> torch.Tensor:
-    if name == "ssim":
-        return metrics.ssim(image, target, data_range)
-    if name == "psnr":
-        return metrics.psnr(image, target, data_range)
-    if name == "nmse":
-        return metrics.nmse(image, target)
-    return metrics.mse(image, target)

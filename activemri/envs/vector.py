@@ -204,6 +204,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             candidate_chunk=config.candidate_chunk
             or DEFAULT_CANDIDATE_CHUNK.get(self._device.type, DEFAULT_CANDIDATE_CHUNK["cpu"]),
             observation=keys,
+            metric_threads=config.metric_threads,
         )
         self._state: EnvState | None = None
         self._episodes: list[Episode | None] = [None] * num_envs

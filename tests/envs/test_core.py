@@ -200,6 +200,9 @@ def test_replace_rows_and_input_checks(device):
             for key in mine:
                 assert torch.equal(mine[key][1], theirs[key][1]), key
                 assert not torch.equal(mine[key][0], theirs[key][0]), key
+        elif f.name == "targets":
+            for a, b in zip(mine.leaves(), theirs.leaves(), strict=True):
+                assert torch.equal(a[1], b[1])
         elif mine is not None:
             assert torch.equal(mine[1], theirs[1]), f.name
     assert not torch.equal(state.kspace[0], other.kspace[0])
@@ -237,6 +240,9 @@ def test_transition_is_pure_unless_donated(model, device):
         mine, theirs = getattr(state, f.name), getattr(before, f.name)
         if f.name == "metrics":
             assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+        elif f.name == "targets":
+            pairs = zip(mine.leaves(), theirs.leaves(), strict=True)
+            assert all(torch.equal(a, b) for a, b in pairs)
         elif mine is not None:
             assert torch.equal(mine, theirs), f.name  # the input is untouched
     assert pure.mask[torch.arange(B), actions].all() and pure.steps.tolist() == [1, 1, 1]
@@ -280,3 +286,29 @@ def test_info_and_select(device):
     part = state.select(torch.tensor([2, 0], device=device))
     assert part.batch_size == 2 and torch.equal(part.mask[0], state.mask[2])
     assert torch.equal(part.metrics["ssim"], state.metrics["ssim"][[2, 0]])
+
+
+def test_metric_pass_runs_at_metric_threads_and_restores(monkeypatch):
+    from activemri import metrics
+
+    seen = []
+    real = metrics.metrics_against
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "metrics_against", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = AcquisitionCore(ZeroFilled((h, w)), metric_threads=1)
+        inherit = AcquisitionCore(ZeroFilled((h, w)))
+        a, b = _reset(one, "cpu"), _reset(inherit, "cpu")
+        one.score_candidates(a, torch.tensor([[4, 5]] * B))
+        # one's initial scoring and candidates at 1 thread, inherit's at the process's 2
+        assert seen == [1, 2, 1] and torch.get_num_threads() == 2  # restored after each
+        for key in a.metrics:
+            assert torch.equal(a.metrics[key], b.metrics[key])
+    finally:
+        torch.set_num_threads(before)
