@@ -33,7 +33,7 @@ from activemri._load import cpu_load
 from activemri._threads import intra_op_threads
 from activemri.agents.policies import RandomPolicy
 from activemri.envs.vector import ActiveMRIVectorEnv
-from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.base import Reconstructor, bf16_autocast
 
 __all__ = ["SIZES", "BenchResult", "bench_env", "load_reference", "run_bench"]
 
@@ -44,6 +44,14 @@ SIZES: dict[str, dict[str, Any]] = {
 """Benchmarked data sizes: built-in 128x128, and knee-like 640x368 k-space / 320x320 images."""
 
 SECTIONS = ("data", "mask_fft", "forward", "metric")
+
+PRECISIONS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "bf16": {"bf16": True},
+    "fp32-cl": {"channels_last": True},
+    "bf16-cl": {"bf16": True, "channels_last": True},
+}
+"""Reconstructor precisions and layouts the bench can run (env config overrides)."""
 
 
 @dataclass
@@ -63,6 +71,8 @@ class BenchResult:
     in_episode_ms: float = float("nan")
     threads: int = 0
     load: int = 0
+    precision: str = "fp32"
+    ssim_change: float | None = None
 
     @property
     def overhead_ratio(self) -> float:
@@ -82,16 +92,19 @@ class BenchResult:
             if self.reference_ms is None
             else (f" {self.reference_ms:9.1f} {self.reference_ms / self.step_ms:6.2f}x")
         )
+        change = "" if self.ssim_change is None else f"  dSSIM {self.ssim_change:.1e}"
         return (
-            f"{self.device:<5} {self.size:<8} {self.reconstructor:<11} {self.threads:>3} "
-            f"{self.load:>4} {self.batch_size:>4} "
+            f"{self.device:<5} {self.size:<8} {self.reconstructor:<11} {self.precision:<7} "
+            f"{self.threads:>3} {self.load:>4} {self.batch_size:>4} "
             f"{self.step_ms:8.2f} {parts} {self.steps_per_s:9.0f} {self.bare_forward_ms:8.2f} "
             f"{self.overhead_ratio:6.3f} {self.episode_ratio:6.3f} {self.peak_memory_mb:8.0f}{ref}"
+            f"{change}"
         )
 
 
 HEADER = (
-    f"{'dev':<5} {'data':<8} {'recon':<11} {'thr':>3} {'load':>4} {'B':>4} {'step_ms':>8} "
+    f"{'dev':<5} {'data':<8} {'recon':<11} {'prec':<7} {'thr':>3} {'load':>4} {'B':>4} "
+    f"{'step_ms':>8} "
     f"{'data':>8} {'mask_fft':>8} "
     f"{'forward':>8} {'metric':>8} {'other':>8} {'steps/s':>9} {'bare_ms':>8} {'ratio':>6} "
     f"{'ep_rat':>6} {'peak_MB':>8} {'ref_ms':>9} {'ref/step':>7}"
@@ -145,6 +158,7 @@ def bench_env(
     device: torch.device,
     steps: int = 20,
     reference: Callable[..., float] | None = None,
+    precision: str = "fp32",
 ) -> BenchResult:
     """Time one configuration (see the module docstring).
 
@@ -155,6 +169,9 @@ def bench_env(
         device: Where to run.
         steps: Timed steps (capped to stay inside one episode).
         reference: ``time_reference`` of the reference pipeline, or ``None``.
+        precision: A key of :data:`PRECISIONS`. Other than ``fp32`` the row also reports
+            the largest SSIM change of the last step's reconstructions against a float32,
+            contiguous forward of the same batch (``dSSIM``).
 
     Returns:
         The figures.
@@ -168,6 +185,7 @@ def bench_env(
         preset={"data": spec["data"], "split": None, "scenario": spec["scenario"]},
         reconstructor=model,
         device=str(device),
+        **PRECISIONS[precision],
     )
     policy = RandomPolicy(seed=0)
     obs, _ = venv.torch_reset(seed=0)  # warm-up: first reads, allocator, kernels
@@ -192,7 +210,7 @@ def bench_env(
         # The bare forward on the same batch right after the step: same machine state, so the
         # ratio is not at the mercy of drifting CPU load.
         state = venv.state
-        with torch.no_grad():
+        with torch.no_grad(), bf16_autocast(device) if venv.core.bf16 else contextlib.nullcontext():
             start = time.perf_counter()
             forward(state.observed, state.mask, num_low_frequencies=state.num_low)
             _sync(device)
@@ -210,6 +228,9 @@ def bench_env(
     else:
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    change = None
+    if precision != "fp32":
+        change = _ssim_change(venv, precision)
     ref_ms = None
     if reference is not None and recon == "zero_filled":
         ref_ms = 1e3 * reference(
@@ -230,7 +251,28 @@ def bench_env(
         peak_memory_mb=peak,
         reference_ms=ref_ms,
         in_episode_ms=in_episode_ms,
+        precision=precision,
+        ssim_change=change,
     )
+
+
+def _ssim_change(venv: ActiveMRIVectorEnv, precision: str) -> float:
+    """Largest |SSIM| change of the env's reconstructions against a plain float32 forward."""
+    from activemri import metrics
+
+    state = venv.state
+    model = venv.reconstructor
+    weights = {name: p.data for name, p in model.named_parameters()}
+    try:
+        for p in model.parameters():
+            p.data = p.data.contiguous()
+        with torch.no_grad():
+            plain = model(state.observed, state.mask, num_low_frequencies=state.num_low).image
+    finally:
+        for name, p in model.named_parameters():
+            p.data = weights[name]
+    reference = metrics.ssim(plain.float(), state.target, state.data_range)
+    return float((state.metrics["ssim"] - reference).abs().max())
 
 
 def run_bench(
@@ -244,6 +286,7 @@ def run_bench(
     full: bool = False,
     threads: list[int | None] | None = None,
     loads: list[int] | None = None,
+    precisions: list[str] | None = None,
 ) -> list[BenchResult]:
     """Run every combination and print a table; returns the results.
 
@@ -261,6 +304,8 @@ def run_bench(
         loads: Concurrent CPU loads to run each row under: numbers of busy-looping
             processes started by the bench (default ``[0]``, idle). The env and the
             reference are timed under the same load, so their ratio stays meaningful.
+        precisions: Keys of :data:`PRECISIONS` to run the U-Net rows at (default
+            ``["fp32"]``; zero-filled rows have no network and run at fp32 only).
 
     The knee-size U-Net (32 channels, 4 levels, 320x320) is skipped on CPU unless ``full``:
     one forward of 64 images takes over a minute there.
@@ -279,18 +324,23 @@ def run_bench(
                 if dev == "cpu" and size == "knee" and recon == "unet" and not full:
                     echo("(knee-size U-Net on CPU skipped; --full runs it)")
                     continue
+                kinds = ["fp32"] if recon == "zero_filled" else (precisions or ["fp32"])
                 for load in loads or [0]:
                     for count in threads or [None]:
                         with cpu_load(load), intra_op_threads(count) as used:
-                            for b in batch_sizes:
-                                result = bench_env(
-                                    size, recon, b, device, steps, ref if dev == "cpu" else None
-                                )
-                                result.threads, result.load = used, load
-                                results.append(result)
-                                echo(result.row())
+                            for precision in kinds:
+                                for b in batch_sizes:
+                                    reference_fn = ref if dev == "cpu" else None
+                                    result = bench_env(
+                                        size, recon, b, device, steps, reference_fn, precision
+                                    )
+                                    result.threads, result.load = used, load
+                                    results.append(result)
+                                    echo(result.row())
     echo("times in ms per env step of B episodes, resets amortized over the episode; thr = "
-         "torch threads, load = busy processes beside the bench; ratio = step (resets left "
+         "torch threads, load = busy processes beside the bench; prec = reconstructor "
+         "precision (-cl: channels-last weights), dSSIM = its largest SSIM change against "
+         "float32; ratio = step (resets left "
          "out) / bare forward; ep_rat = step with resets / bare forward; ref/step = reference "
          "pipeline / env step (zero-filled, CPU)")  # fmt: skip
     return results

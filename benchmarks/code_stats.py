@@ -21,6 +21,7 @@ from pathlib import Path
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ops", ("activemri._version", "activemri._io", "activemri._config", "activemri._threads",
+             "activemri._dist",
              "activemri.kspace", "activemri.metrics", "activemri.masks")),
     ("data", ("activemri.data",)),
     ("recon", ("activemri.recon_models",)),

@@ -128,9 +128,23 @@ def test_bench_prints_breakdown_and_reference_ratio(capsys):
     header = next(i for i, line in enumerate(lines) if line.startswith("dev"))
     rows = [line.split() for line in lines[header + 1 : header + 3]]
     # one row idle and one beside a busy process, both at one torch thread
-    assert [row[:6] for row in rows] == [
-        ["cpu", "builtin", "zero_filled", "1", "0", "2"],
-        ["cpu", "builtin", "zero_filled", "1", "1", "2"],
+    assert [row[:7] for row in rows] == [
+        ["cpu", "builtin", "zero_filled", "fp32", "1", "0", "2"],
+        ["cpu", "builtin", "zero_filled", "fp32", "1", "1", "2"],
     ]
-    assert all(float(row[6]) > 0 and row[-1].endswith("x") for row in rows)
+    assert all(float(row[7]) > 0 and row[-1].endswith("x") for row in rows)
     assert torch.get_num_threads() == threads  # restored
+
+
+def test_bench_reports_the_ssim_change_of_other_precisions(capsys):
+    args = ["bench", "--device", "cpu", "--sizes", "builtin", "--reconstructors", "unet",
+            "--batch-sizes", "1", "--steps", "1", "--precisions", "fp32", "bf16-cl",
+            "--no-reference"]  # fmt: skip
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("dev"))
+    plain, other = lines[header + 1], lines[header + 2]
+    assert plain.split()[3] == "fp32" and "dSSIM" not in plain
+    assert other.split()[3] == "bf16-cl"
+    change = float(other.split("dSSIM")[1])
+    assert 0.0 <= change <= 2e-3  # the U-Net's SSIM hardly moves (0 where bf16 is emulated)

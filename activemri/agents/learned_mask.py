@@ -9,6 +9,11 @@ sub-env per slice; every candidate of every step is scored with the env's oracle
 one reconstructor forward per sample slice per free line, and the chosen line is then
 acquired in every sub-env with an ordinary step.
 
+Launched with ``torchrun`` (after :func:`activemri._dist.init_from_env`), each process
+scores every ``world_size``-th candidate line of the same sample and the scores are
+gathered, so every process picks the same line; rank 0 writes the file (which must be on a
+file system every rank sees, to resume).
+
 The result is an *ordering*: the mask for any smaller budget is a prefix of it, and it plays
 inside the env as a :class:`~activemri.agents.policies.FixedOrderPolicy`. It is saved as
 JSON with its provenance; learning writes the file after every line and resumes from it.
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
+from activemri._dist import gather_strided, world
 from activemri._io import atomic_write_text
 from activemri._version import __version__
 from activemri.agents.policies import FixedOrderPolicy, Obs
@@ -319,12 +325,15 @@ def learn_ordering(
             obs = _acquire(venv, line)
         ordering.order, ordering.scores = list(previous.order), list(previous.scores)
         ordering.provenance["elapsed_s"] = previous.provenance.get("elapsed_s", 0.0)
+    rank, world_size = world()
+    ordering.provenance["processes"] = world_size
     start = time.perf_counter() - float(ordering.provenance.get("elapsed_s", 0.0))
     total = max_lines - len(initial)
     while len(ordering.order) < total:
         free = torch.nonzero(valid & (obs["mask"][0] == 0)).flatten()
-        candidates = free.expand(sample_size, -1)
-        mean = venv.torch_score_candidates(candidates, metric).mean(dim=0)
+        mine = free[rank::world_size]  # a sharded job scores every world_size-th candidate
+        part = venv.torch_score_candidates(mine.expand(sample_size, -1), metric).mean(dim=0)
+        mean = gather_strided(part, free.numel())
         best = int(mean.argmax())  # ties: the lowest column
         line = int(free[best])
         obs = _acquire(venv, line)
@@ -336,7 +345,7 @@ def learn_ordering(
             ordering.provenance["created"] = datetime.now(timezone.utc).isoformat(
                 timespec="seconds"
             )
-        if out is not None:
+        if out is not None and rank == 0:
             ordering.save(out)
         if progress is not None:
             progress(len(ordering.order), total, ordering.scores[-1])

@@ -63,6 +63,15 @@ def add_parser(commands: Commands) -> None:
         help="run every row under these concurrent CPU loads: numbers of busy-looping "
         "processes the bench starts beside itself (default 0, idle)",
     )
+    bench.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "fp32-cl", "bf16-cl"],
+        help="U-Net precisions: bf16 autocast (where the device runs bf16 natively: CUDA, "
+        "CPUs with AVX512-BF16/AMX) and/or channels-last weights (-cl); each non-fp32 row "
+        "reports its largest SSIM change against float32 (default fp32)",
+    )
     bench.add_argument("--no-reference", action="store_true", help="skip the reference")
     bench.add_argument("--full", action="store_true", help="also the knee-size U-Net on CPU")
     bench.set_defaults(func=_bench)
@@ -89,5 +98,6 @@ def _bench(args: argparse.Namespace) -> int:
         full=args.full,
         threads=args.threads,
         loads=args.load,
+        precisions=args.precisions,
     )
     return 0

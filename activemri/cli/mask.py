@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from activemri.cli._common import (
@@ -33,7 +34,10 @@ def add_parser(commands: Commands) -> None:
             "the mean metric over a seeded sample of training slices with the preset's "
             "reconstructor, up to --max-lines. Writes an ordering (every smaller budget is a "
             "prefix) as JSON with its provenance after every line; rerun the same command to "
-            "resume. Cost: one reconstructor forward per sample slice per free line per step."
+            "resume. Cost: one reconstructor forward per sample slice per free line per step. "
+            "Under torchrun (e.g. `torchrun --nproc-per-node 2 -m activemri.cli mask learn ...`) "
+            "the candidate lines are split across the processes (gloo on CPU, nccl on CUDA, "
+            "one GPU per process) and the ordering is the same."
         ),
     )
     learn.add_argument(
@@ -68,12 +72,17 @@ def add_parser(commands: Commands) -> None:
 def _mask_learn(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from activemri._dist import init_from_env
     from activemri.agents.learned_mask import learn_ordering
 
     overrides = {**data_override(args), **parse_overrides(args.set)}
     if args.device:
         overrides["device"] = args.device
-    with tqdm(desc="learning ordering", unit="line", disable=args.quiet) as bar:
+    rank, world_size = init_from_env(str(overrides.get("device", "cpu")))
+    if world_size > 1 and str(overrides.get("device", "")).startswith("cuda"):
+        overrides["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"  # one GPU per rank
+    quiet = args.quiet or rank != 0
+    with tqdm(desc="learning ordering", unit="line", disable=quiet) as bar:
 
         def progress(done: int, total: int, score: float) -> None:
             bar.total = total
@@ -93,6 +102,8 @@ def _mask_learn(args: argparse.Namespace) -> int:
             )
         except (OSError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
+    if rank != 0:
+        return 0
     print(
         f"{args.out}: {len(ordering.initial)} initial + {len(ordering.order)} learned lines "
         f"of {ordering.width}; mean {ordering.metric} on {args.sample_size} training slices "

@@ -83,7 +83,11 @@ class EnvConfig:
             looping forever) or ``"sequential"`` (dataset order, one pass after another).
             ``None``: shuffle for ``split="train"``, sequential otherwise.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        bf16: Run the reconstructor under bfloat16 autocast on CUDA.
+        bf16: Run the reconstructor under bfloat16 autocast where the device runs bf16
+            natively: CUDA, and CPUs with AVX512-BF16 or AMX (about 2x faster U-Net
+            forwards there, SSIM within 1e-3 of float32; ignored on other CPUs).
+        channels_last: Keep the reconstructor's weights channels-last (faster oneDNN
+            convolutions on CPU).
         observation: The observation's entries, a subset of
             :data:`~activemri.envs.observation.ENV_KEYS` (``reconstruction``,
             ``uncertainty``, ``mask``, ``kspace``, ``action_mask``, ``budget_used``);
@@ -128,6 +132,7 @@ class EnvConfig:
     order: str | None = None
     device: str = "auto"
     bf16: bool = False
+    channels_last: bool = False
     observation: tuple[str, ...] | None = None
     observe_kspace: bool = False
     metric_threads: int | None = 1

@@ -205,6 +205,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             or DEFAULT_CANDIDATE_CHUNK.get(self._device.type, DEFAULT_CANDIDATE_CHUNK["cpu"]),
             observation=keys,
             metric_threads=config.metric_threads,
+            channels_last=config.channels_last,
         )
         self._state: EnvState | None = None
         self._episodes: list[Episode | None] = [None] * num_envs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -11,7 +12,31 @@ from torch import nn
 
 from activemri.recon_models.checkpoint import load_reconstructor, save_reconstructor
 
-__all__ = ["ReconOutput", "Reconstructor", "num_low_frequencies_tensor"]
+__all__ = [
+    "ReconOutput",
+    "Reconstructor",
+    "bf16_autocast",
+    "native_bf16",
+    "num_low_frequencies_tensor",
+]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively.
+
+    CUDA does; a CPU does when oneDNN reports bf16 (AVX512-BF16 or AMX), where bf16
+    convolutions are faster than float32 ones rather than emulated.
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def bf16_autocast(device: torch.device) -> Any:
+    """A bf16 autocast context where the hardware runs bf16 natively, else a no-op."""
+    if native_bf16(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class ReconOutput(NamedTuple):

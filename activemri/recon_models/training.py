@@ -59,7 +59,7 @@ from activemri.data import SliceDataset, SliceSample, ensure_builtin
 from activemri.kspace import acs_mask, apply_mask
 from activemri.masks import MASK_TYPES, make_mask
 from activemri.recon_models.augment import AugmentConfig, augment_batch
-from activemri.recon_models.base import Reconstructor
+from activemri.recon_models.base import Reconstructor, bf16_autocast
 from activemri.recon_models.calibration import fit_sigma_scale
 from activemri.recon_models.checkpoint import CheckpointError, load_state_strict, read_checkpoint
 from activemri.recon_models.evaluate import (
@@ -213,19 +213,6 @@ def resolve_data(data: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"data folder {path} does not exist")
     return path
-
-
-def bf16_autocast(device: torch.device) -> Any:
-    """A bf16 autocast context where the hardware runs bf16 natively, else a no-op.
-
-    CUDA always qualifies; a CPU qualifies when oneDNN reports native bf16 (AVX512-BF16 or
-    AMX), where bf16 convolutions are faster than float32 ones rather than emulated.
-    """
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def training_domain(dataset: SliceDataset, config: TrainConfig) -> dict[str, Any]:
