@@ -13,7 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["gather_strided", "init_from_env", "is_main", "world"]
+__all__ = ["barrier", "gather_strided", "init_from_env", "is_main", "local_device", "world"]
 
 
 def init_from_env(device: str | torch.device = "cpu") -> tuple[int, int]:
@@ -28,6 +28,24 @@ def init_from_env(device: str | torch.device = "cpu") -> tuple[int, int]:
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
     return world()
+
+
+def local_device(device: str) -> str:
+    """``device`` for this process: with several processes on CUDA, its own GPU.
+
+    ``"cuda"`` (or ``"auto"`` with CUDA present) becomes ``cuda:LOCAL_RANK``; anything else,
+    and any single-process job, is returned as given.
+    """
+    if world()[1] == 1:
+        return device
+    wants_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    return f"cuda:{os.environ.get('LOCAL_RANK', world()[0])}" if wants_cuda else device
+
+
+def barrier() -> None:
+    """Wait for every process (no-op with one)."""
+    if world()[1] > 1:
+        dist.barrier()
 
 
 def world() -> tuple[int, int]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from activemri._dist import gather_strided, world
 from activemri.envs.source import PolicyEpisode
 from activemri.masks import MASK_TYPES, make_mask, volume_seed
 
@@ -231,6 +232,9 @@ class GreedyOraclePolicy(Policy):
     :meth:`~activemri.envs.vector.ActiveMRIVectorEnv.torch_score_candidates` (one forward
     per candidate, in chunks; rank-one updates with a linear reconstructor). An upper
     reference for one-step policies, not a deployable one: its scorer reads the target.
+    Under ``torchrun`` (:func:`activemri._dist.init_from_env`) every process plays the same
+    episodes and scores a share of the candidates; the scores are gathered, so all choose
+    the same line.
 
     Args:
         scorer: The env's scoring handle, ``venv.torch_score_candidates`` (the one way a
@@ -255,7 +259,10 @@ class GreedyOraclePolicy(Policy):
         order = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :k]
         position = torch.arange(k, device=free.device).expand_as(order)
         padded = torch.where(position < counts[:, None].clamp_min(1), order, order[:, :1])
-        scores = self.scorer(padded, self.metric)
+        rank, size = world()
+        # Sharded (torchrun): each process scores every size-th candidate; all gather them.
+        part = self.scorer(padded[:, rank::size], self.metric)
+        scores = gather_strided(part.T.contiguous(), k).T
         scores = torch.where(position < counts[:, None], scores, float("-inf"))
         best = padded.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
         return torch.where(counts > 0, best, order[:, 0])

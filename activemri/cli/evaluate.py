@@ -72,9 +72,14 @@ def run_evaluate(
     Returns:
         The exit status, 0.
     """
+    from activemri._dist import init_from_env, local_device
     from activemri.evaluation import EvalSettings, evaluate, format_table
 
     start = time.perf_counter()
+    # Under torchrun every process plays the same episodes and the greedy oracle's candidate
+    # scoring is split between them; rank 0 writes and prints.
+    rank, _ = init_from_env(options.device)
+    main = rank == 0
     try:
         settings = EvalSettings(
             policies=tuple(policies),
@@ -86,18 +91,20 @@ def run_evaluate(
             subset_seed=options.subset_seed,
             seed=options.seed,
             batch_size=options.batch_size,
-            device=options.device,
+            device=local_device(options.device),
             overrides=dict(overrides),
         )
         doc = evaluate(
             settings,
             options.out,
             plots=options.plots,
-            log=None if options.quiet else print,
-            show_progress=not options.quiet,
+            log=None if options.quiet or not main else print,
+            show_progress=main and not options.quiet,
         )
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    if not main:
+        return 0
     print(format_table(doc))
     plots = " and plots" if options.plots else ""
     elapsed = time.perf_counter() - start

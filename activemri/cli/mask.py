@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TYPE_CHECKING
 
 from activemri.cli._common import (
@@ -72,15 +71,15 @@ def add_parser(commands: Commands) -> None:
 def _mask_learn(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from activemri._dist import init_from_env
+    from activemri._dist import init_from_env, local_device
     from activemri.agents.learned_mask import learn_ordering
 
     overrides = {**data_override(args), **parse_overrides(args.set)}
     if args.device:
         overrides["device"] = args.device
-    rank, world_size = init_from_env(str(overrides.get("device", "cpu")))
-    if world_size > 1 and str(overrides.get("device", "")).startswith("cuda"):
-        overrides["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"  # one GPU per rank
+    rank, _ = init_from_env(str(overrides.get("device", "cpu")))
+    if "device" in overrides:
+        overrides["device"] = local_device(str(overrides["device"]))  # one GPU per process
     quiet = args.quiet or rank != 0
     with tqdm(desc="learning ordering", unit="line", disable=quiet) as bar:
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from activemri._dist import barrier, is_main
 from activemri._io import atomic_path, atomic_write_text
 from activemri._version import __version__
 from activemri.agents.policy_specs import PolicySpec, parse_policy
@@ -397,6 +398,7 @@ def evaluate(
                 }
                 bases[(preset, acceleration)] = identity
                 path = _run_file(out, settings.label_of(preset), spec.label, acceleration)
+                barrier()  # sharded: every process decides on the same files on disk
                 loaded = _load_run(path, identity, log)
                 if loaded is not None:
                     if log:
@@ -419,7 +421,8 @@ def evaluate(
                         raise FloatingPointError(
                             f"{spec.label} @ {acceleration:g}x on {name}: {exc}"
                         ) from exc
-                _save_run(path, identity, result, spec.label, policy.budget_aware)
+                if is_main():
+                    _save_run(path, identity, result, spec.label, policy.budget_aware)
                 if log:
                     dropped = f", {len(result.dropped)} dropped" if result.dropped else ""
                     log(f"{spec.label} @ {acceleration:g}x on {name}: {len(result)} slices"
@@ -433,6 +436,9 @@ def evaluate(
                 bases[(preset, acceleration)] = _base_identity(
                     venv, preset, acceleration, settings.max_slices
                 )
+    barrier()
+    if not is_main():  # sharded: rank 0 writes the files; the others return the same numbers
+        return build_results(settings, labels, runs, budget_aware, env_info)
     # Another evaluation may write into this folder at the same time: the summary is
     # rebuilt, under a lock, from every run on disk that is comparable with these.
     with _locked(out / ".evaluate.lock"):
