@@ -22,7 +22,9 @@ to each target image's own maximum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -225,29 +227,50 @@ def ssim_against(
     Returns:
         ``(N,)`` tensor.
     """
-    size = tuple(targets.centered.shape[-2:])
+    parts = _chunked(pred, rows, targets.centered, targets.rows, _ssim)
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+_Part = TypeVar("_Part")
+_Out = TypeVar("_Out")
+
+
+def _chunked(
+    pred: torch.Tensor,
+    rows: torch.Tensor | int | None,
+    reference: torch.Tensor,
+    select: Callable[[torch.Tensor | slice | int], _Part],
+    score: Callable[[torch.Tensor, _Part], _Out],
+) -> list[_Out]:
+    """``score(images, their targets)`` over chunks of ``pred``, after checking the shapes.
+
+    ``reference`` is a ``(B, h, w)`` tensor of the targets; ``select`` picks targets by an
+    index tensor, a slice or one int (``rows`` as in :func:`ssim_against`). On CPU the
+    computation is memory-bound: chunks whose maps fit in cache run several times faster
+    than one pass over the whole batch (one chunk on CUDA).
+    """
+    size = tuple(reference.shape[-2:])
     if pred.ndim != 3 or tuple(pred.shape[-2:]) != size:
         raise ValueError(f"images must be (N, {size[0]}, {size[1]}), got {tuple(pred.shape)}")
+    if pred.is_complex():
+        raise TypeError("metrics take real (magnitude) images, not complex ones")
     if rows is None:
-        if pred.shape[0] != targets.centered.shape[0]:
-            raise ValueError(f"expected {targets.centered.shape[0]} images, got {pred.shape[0]}")
+        if pred.shape[0] != reference.shape[0]:
+            raise ValueError(f"expected {reference.shape[0]} images, got {pred.shape[0]}")
     elif isinstance(rows, torch.Tensor) and rows.shape != pred.shape[:1]:
         raise ValueError(f"rows must have shape ({pred.shape[0]},), got {tuple(rows.shape)}")
-    if pred.is_cuda:
-        return _ssim(pred, targets if rows is None else targets.rows(rows))
-    # On CPU the computation is memory-bound: chunks whose moment maps fit in cache run
-    # several times faster than one pass over the whole batch.
-    chunk = max(1, _CPU_CHUNK_ELEMENTS // (size[0] * size[1]))
-    parts = []
-    for i in range(0, pred.shape[0], chunk):
+    n = pred.shape[0]
+    chunk = n if pred.is_cuda else max(1, _CPU_CHUNK_ELEMENTS // (size[0] * size[1]))
+    out = []
+    for i in range(0, n, chunk):
         if rows is None:
-            part = targets.rows(slice(i, i + chunk))
+            part = select(slice(i, i + chunk))
         elif isinstance(rows, int):
-            part = targets.rows(rows)
+            part = select(rows)
         else:
-            part = targets.rows(rows[i : i + chunk])
-        parts.append(_ssim(pred[i : i + chunk], part))
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
+            part = select(rows[i : i + chunk])
+        out.append(score(pred[i : i + chunk], part))
+    return out
 
 
 def _ssim(pred: torch.Tensor, t: SSIMTargets) -> torch.Tensor:
@@ -339,35 +362,21 @@ def metrics_against(
     unknown = sorted(set(names) - set(METRIC_NAMES))
     if unknown or not names:
         raise ValueError(f"names must be a non-empty subset of {METRIC_NAMES}, got {names}")
-    size = tuple(targets.target.shape[-2:])
-    if pred.ndim != 3 or tuple(pred.shape[-2:]) != size:
-        raise ValueError(f"images must be (N, {size[0]}, {size[1]}), got {tuple(pred.shape)}")
-    if pred.is_complex():
-        raise TypeError("metrics take real (magnitude) images, not complex ones")
-    if rows is None:
-        if pred.shape[0] != targets.target.shape[0]:
-            raise ValueError(f"expected {targets.target.shape[0]} images, got {pred.shape[0]}")
-    elif isinstance(rows, torch.Tensor) and rows.shape != pred.shape[:1]:
-        raise ValueError(f"rows must have shape ({pred.shape[0]},), got {tuple(rows.shape)}")
     want_ssim = "ssim" in names
     want_error = any(name != "ssim" for name in names)
-    # On CPU the computation is memory-bound: chunks whose maps fit in cache run several
-    # times faster than one pass over the whole batch (one chunk on CUDA).
-    n = pred.shape[0]
-    chunk = n if pred.is_cuda else max(1, _CPU_CHUNK_ELEMENTS // (size[0] * size[1]))
-    ssims, errors = [], []
-    for i in range(0, n, chunk):
-        if rows is None:
-            part = targets.rows(slice(i, i + chunk))
-        elif isinstance(rows, int):
-            part = targets.rows(rows)
-        else:
-            part = targets.rows(rows[i : i + chunk])
-        x = pred[i : i + chunk].to(part.target.dtype)
-        if want_ssim:
-            ssims.append(_ssim(x, part.ssim))
-        if want_error:
-            errors.append(torch.sub(x, part.target).square_().sum(dim=(-2, -1)))
+    size = tuple(targets.target.shape[-2:])
+
+    def score(
+        images: torch.Tensor, part: MetricTargets
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x = images.to(part.target.dtype)
+        value = _ssim(x, part.ssim) if want_ssim else None
+        error = torch.sub(x, part.target).square_().sum(dim=(-2, -1)) if want_error else None
+        return value, error
+
+    chunks = _chunked(pred, rows, targets.target, targets.rows, score)
+    ssims = [v for v, _ in chunks if v is not None]
+    errors = [e for _, e in chunks if e is not None]
     out: dict[str, torch.Tensor] = {}
     if want_ssim:
         out["ssim"] = torch.cat(ssims) if len(ssims) > 1 else ssims[0]
