@@ -6,8 +6,8 @@ small strided CNN over ``reconstruction`` (and ``uncertainty`` when present, as 
 channel) that ends in adaptive average pooling, so the same architecture serves the built-in
 128x128 images and 320x320 knee crops with a fixed parameter count; the mask (which lines
 are acquired, hence also how many) goes through an MLP, and both are fused into
-``features_dim`` features, together with the fraction of the budget used when the
-observation has the adapter's ``budget_used`` entry (episodes of varying budget).
+``features_dim`` features, together with the budget entries ``budget_used`` /
+``budget_left`` when the observation has them (episodes of varying budget).
 
 Usage::
 
@@ -23,7 +23,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from activemri.envs.sb3 import BUDGET_USED
+from activemri.envs.sb3 import BUDGET_LEFT, BUDGET_USED
 
 __all__ = ["ActiveMRIExtractor"]
 
@@ -35,8 +35,8 @@ class ActiveMRIExtractor(BaseFeaturesExtractor):
 
     Args:
         observation_space: The env's Dict observation space (``reconstruction`` and ``mask``
-            required; ``uncertainty`` used when present, and the SB3 adapter's
-            ``budget_used`` fed next to the mask features when present; other keys ignored).
+            required; ``uncertainty`` used when present, and ``budget_used`` /
+            ``budget_left`` fed next to the mask features when present; other keys ignored).
         features_dim: Output features.
         channels: Widths of the four stride-2 convolutions.
         pooled: Side of the adaptive average pooling after the convolutions.
@@ -72,8 +72,8 @@ class ActiveMRIExtractor(BaseFeaturesExtractor):
         self.cnn = nn.Sequential(*layers)
         num_lines = int(spaces.flatdim(observation_space.spaces["mask"]))
         self.mask_mlp = nn.Sequential(nn.Linear(num_lines, mask_dim), nn.ReLU())
-        self.use_budget = BUDGET_USED in observation_space.spaces
-        fused = width * pooled * pooled + mask_dim + int(self.use_budget)
+        self.budget_keys = [k for k in (BUDGET_USED, BUDGET_LEFT) if k in observation_space.spaces]
+        fused = width * pooled * pooled + mask_dim + len(self.budget_keys)
         self.fuse = nn.Sequential(nn.Linear(fused, features_dim), nn.ReLU())
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -81,7 +81,7 @@ class ActiveMRIExtractor(BaseFeaturesExtractor):
         images = torch.cat([observations[k].float() for k in self.image_keys], dim=1)
         mask = observations["mask"].float()
         parts = [self.cnn(images), self.mask_mlp(mask)]
-        if self.use_budget:
-            parts.append(observations[BUDGET_USED].float().reshape(-1, 1))
+        for key in self.budget_keys:
+            parts.append(observations[key].float().reshape(-1, 1))
         features: torch.Tensor = self.fuse(torch.cat(parts, dim=1))
         return features

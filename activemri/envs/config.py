@@ -90,7 +90,8 @@ class EnvConfig:
             convolutions on CPU).
         observation: The observation's entries, a subset of
             :data:`~activemri.envs.observation.ENV_KEYS` (``reconstruction``,
-            ``uncertainty``, ``mask``, ``kspace``, ``action_mask``, ``budget_used``);
+            ``uncertainty``, ``mask``, ``kspace``, ``action_mask``, ``budget_used``,
+            ``budget_left``);
             ``None``: ``reconstruction``, ``mask`` and, for a reconstructor with an
             uncertainty head, ``uncertainty``.
         observe_kspace: Add ``kspace`` (the observed k-space, real/imag channels) to the

@@ -203,6 +203,12 @@ class AcquisitionCore:
             :func:`~activemri.envs.observation.resolve_keys`).
         metric_threads: Intra-op threads of the metric pass on CPU (``None``: as set); see
             ``EnvConfig.metric_threads``.
+        reward_timing: ``"dense"`` (score every state) or ``"terminal"``: a transition
+            scores only the episodes it ends, and reconstructs only those unless the
+            observation shows a reconstruction or uncertainty map. The other episodes keep
+            the score, metrics (and then reconstruction) of their last scored state, the
+            initial one, so :meth:`reward` is 0 until the last step and then final -
+            initial score: the same return as dense rewards.
     """
 
     def __init__(
@@ -216,9 +222,13 @@ class AcquisitionCore:
         observation: Sequence[str] | None = None,
         metric_threads: int | None = None,
         channels_last: bool = False,
+        reward_timing: str = "dense",
     ) -> None:
         if reward not in _SIGN:
             raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
+        if reward_timing not in ("dense", "terminal"):
+            raise ValueError(f"reward_timing must be 'dense' or 'terminal', got {reward_timing!r}")
+        self.reward_timing = reward_timing
         if candidate_chunk < 1:
             raise ValueError(f"candidate_chunk must be >= 1, got {candidate_chunk}")
         self.device = torch.device(device)
@@ -236,6 +246,7 @@ class AcquisitionCore:
         self.observation_keys = observations.resolve_keys(
             observation, has_uncertainty=self.has_uncertainty
         )
+        self._shows_images = bool({"reconstruction", "uncertainty"} & set(self.observation_keys))
         # A model with an uncertainty head needs its forward: no fast path for it.
         self.fast_linear = bool(reconstructor.linear_in_columns) and not (
             reconstructor.has_uncertainty
@@ -405,9 +416,45 @@ class AcquisitionCore:
                 repeated=~new_line,
                 metrics={},
             )
-        self._reconstruct(nxt, timer)
-        self._score(nxt, timer)
+        if self.reward_timing == "dense":
+            self._reconstruct(nxt, timer)
+            self._score(nxt, timer)
+            return nxt
+        # Terminal reward: only the episodes that end are scored (one host sync for which).
+        nxt.metrics = {key: value.clone() for key, value in state.metrics.items()}
+        nxt.score = state.score.clone()
+        if self._shows_images:
+            self._reconstruct(nxt, timer)
+        ending = torch.nonzero(nxt.done()).flatten()
+        if ending.numel():
+            self._reconstruct_and_score_rows(nxt, ending, reconstruct=not self._shows_images)
         return nxt
+
+    def _reconstruct_and_score_rows(
+        self, state: EnvState, rows: torch.Tensor, reconstruct: bool
+    ) -> None:
+        """Reconstruct (if asked) and score episodes ``rows`` of ``state`` in place."""
+        if reconstruct:
+            if state.coil_images is not None:
+                image = self.reconstructor.from_coil_images(state.coil_images[rows]).float()
+                uncertainty = None
+            else:
+                image, uncertainty = self._forward(
+                    state.observed[rows], state.mask[rows], state.num_low[rows]
+                )
+            state.recon = state.recon.clone()
+            state.recon[rows] = image
+            if uncertainty is not None:
+                state.uncertainty = (
+                    torch.zeros_like(state.recon) if state.uncertainty is None
+                    else state.uncertainty.clone()
+                )  # fmt: skip
+                state.uncertainty[rows] = uncertainty
+        with torch.no_grad(), intra_op_threads(self.metric_threads):
+            scored = metrics.metrics_against(state.recon[rows], state.targets, rows)
+        for key, value in scored.items():
+            state.metrics[key][rows] = value
+        state.score[rows] = _SIGN[self.reward_metric] * scored[self.reward_metric]
 
     def reward(self, state: EnvState, next_state: EnvState) -> torch.Tensor:
         """Float32 ``(B,)`` reward of the transition ``state -> next_state``.
@@ -609,4 +656,5 @@ class AcquisitionCore:
             "channels_last": self.channels_last,
             "fast_linear": self.fast_linear,
             "metric_threads": self.metric_threads,
+            "reward_timing": self.reward_timing,
         }

@@ -56,6 +56,7 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
       unacquired columns are exactly ``+0.0``.
     - ``action_mask``: ``MultiBinary(W)``, the lines :meth:`action_masks` allows.
     - ``budget_used``: ``Box(0, 1, (1,), float32)``, steps taken / steps allowed.
+    - ``budget_left``: ``Box(0, 1, (1,), float32)``, steps left / measured lines.
 
     ## Rewards
     ``score_t - score_{t-1}`` where the score is SSIM (default), PSNR, -NMSE or -MSE of the

@@ -35,7 +35,15 @@ OBS_BOUND = 1.0e4
 scale, so only a broken reconstructor reaches it); finite bounds keep Gymnasium's checker and
 observation-normalizing wrappers well defined."""
 
-ENV_KEYS = ("reconstruction", "uncertainty", "mask", "kspace", "action_mask", "budget_used")
+ENV_KEYS = (
+    "reconstruction",
+    "uncertainty",
+    "mask",
+    "kspace",
+    "action_mask",
+    "budget_used",
+    "budget_left",
+)
 """Entries an env observation can hold (``EnvConfig.observation``):
 
 - ``reconstruction``: ``Box(-1e4, 1e4, (1, h, w), float32)``, the reconstruction over the
@@ -46,14 +54,18 @@ ENV_KEYS = ("reconstruction", "uncertainty", "mask", "kspace", "action_mask", "b
 - ``kspace``: ``Box(-1e4, 1e4, (2C, H, W), float32)``, the acquired k-space over the same
   scale, channels ``[re_0, im_0, re_1, im_1, ...]``, exactly ``+0.0`` where not acquired;
 - ``action_mask``: ``MultiBinary(W)``, measured lines not yet acquired (the valid actions);
-- ``budget_used``: ``Box(0, 1, (1,), float32)``, steps taken / steps allowed.
+- ``budget_used``: ``Box(0, 1, (1,), float32)``, steps taken / steps allowed;
+- ``budget_left``: ``Box(0, 1, (1,), float32)``, steps left / measured lines: how many lines
+  the episode may still add, as a fraction of the slice's lines, so that a policy trained on
+  budgets drawn from a range (``Scenario.budget_range`` / ``acceleration_range``) can tell
+  the budgets apart (``budget_used`` cannot).
 """
 
-POLICY_KEYS = ("action_mask", "valid", "budget", "steps", "budget_used", "num_low")
+POLICY_KEYS = ("action_mask", "valid", "budget", "steps", "budget_used", "budget_left", "num_low")
 """Entries a policy's observation always has besides the env's (:func:`policy_observation`):
 ``action_mask`` bool ``(B, W)``; ``valid`` bool ``(B, W)`` measured lines; ``budget`` /
-``steps`` long ``(B,)`` steps allowed and taken; ``budget_used`` float32 ``(B, 1)``;
-``num_low`` long ``(B,)`` size of the initial central block."""
+``steps`` long ``(B,)`` steps allowed and taken; ``budget_used`` / ``budget_left`` float32
+``(B, 1)``; ``num_low`` long ``(B,)`` size of the initial central block."""
 
 
 def resolve_keys(
@@ -112,6 +124,7 @@ def observation_space(
         ),
         "action_mask": spaces.MultiBinary(width),
         "budget_used": spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
+        "budget_left": spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
     }
     return spaces.Dict({key: every[key] for key in keys})
 
@@ -119,6 +132,11 @@ def observation_space(
 def _budget_used(state: EnvState) -> torch.Tensor:
     used = state.steps.float() / state.budget.clamp_min(1).float()
     return used.clamp(0.0, 1.0).unsqueeze(1)
+
+
+def _budget_left(state: EnvState) -> torch.Tensor:
+    left = (state.budget - state.steps).float() / state.valid.sum(dim=1).clamp_min(1).float()
+    return left.clamp(0.0, 1.0).unsqueeze(1)
 
 
 def observe(state: EnvState, keys: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -151,6 +169,8 @@ def observe(state: EnvState, keys: Sequence[str]) -> dict[str, torch.Tensor]:
             obs[key] = state.free_lines().to(torch.int8)
         elif key == "budget_used":
             obs[key] = _budget_used(state)
+        elif key == "budget_left":
+            obs[key] = _budget_left(state)
         else:
             raise ValueError(f"unknown observation entry {key!r}; choose from {ENV_KEYS}")
     return obs
@@ -169,5 +189,6 @@ def policy_observation(state: EnvState, obs: dict[str, torch.Tensor]) -> dict[st
         "budget": state.budget,
         "steps": state.steps,
         "budget_used": _budget_used(state),
+        "budget_left": _budget_left(state),
         "num_low": state.num_low,
     }

@@ -27,6 +27,7 @@ from activemri.envs.vector import ActiveMRIVectorEnv
 
 __all__ = [
     "ACTION_MASK",
+    "BUDGET_LEFT",
     "BUDGET_USED",
     "ActiveMRISB3VecEnv",
     "extra_observation_spaces",
@@ -39,13 +40,16 @@ ACTION_MASK = "action_mask"
 """Optional observation entry: the measured lines not yet acquired (see the adapter)."""
 BUDGET_USED = "budget_used"
 """Optional observation entry: the fraction of the episode's steps taken (see the adapter)."""
+BUDGET_LEFT = "budget_left"
+"""Optional observation entry: steps left over measured lines (see the adapter)."""
 
 
 def extra_observation_spaces(width: int) -> dict[str, spaces.Space[np.ndarray]]:
-    """Spaces of the optional entries :data:`ACTION_MASK` and :data:`BUDGET_USED`."""
+    """Spaces of the optional entries ``action_mask``, ``budget_used`` and ``budget_left``."""
     return {
         ACTION_MASK: spaces.MultiBinary(width),
         BUDGET_USED: spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
+        BUDGET_LEFT: spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
     }
 
 
@@ -55,9 +59,14 @@ def extra_observations(obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     ``obs`` is :meth:`ActiveMRIVectorEnv.torch_policy_observation`'s.
 
     ``action_mask``: ``(B, W)`` int8, measured lines not yet acquired; ``budget_used``:
-    ``(B, 1)`` float32, steps taken / steps allowed.
+    ``(B, 1)`` float32, steps taken / steps allowed; ``budget_left``: ``(B, 1)`` float32,
+    steps left / measured lines.
     """
-    return {ACTION_MASK: obs["action_mask"].to(torch.int8), BUDGET_USED: obs["budget_used"]}
+    return {
+        ACTION_MASK: obs["action_mask"].to(torch.int8),
+        BUDGET_USED: obs["budget_used"],
+        BUDGET_LEFT: obs["budget_left"],
+    }
 
 
 class ActiveMRISB3VecEnv(VecEnv):
@@ -77,9 +86,11 @@ class ActiveMRISB3VecEnv(VecEnv):
             (:func:`extra_observations`): ``"action_mask"`` (``MultiBinary(W)``: the measured
             lines not yet acquired, i.e. :meth:`action_masks`), so agents that read masks
             from observations (Double DQN) skip zero-padded columns, and ``"budget_used"``
-            (``Box(0, 1, (1,))``: steps taken / steps allowed). In a terminal observation
-            they are the complement of ``mask`` and 1 (the finished episode is gone from
-            the batch by then; episodes terminate, so no target bootstraps from them).
+            (``Box(0, 1, (1,))``: steps taken / steps allowed), and ``"budget_left"`` (steps
+            left / measured lines, which tells budgets drawn from a range apart). In a
+            terminal observation they are the complement of ``mask``, 1 and 0 (the finished
+            episode is gone from the batch by then; episodes terminate, so no target
+            bootstraps from them).
 
     Raises:
         ValueError: If ``observation_keys`` names an entry the env does not have, or the env
@@ -118,6 +129,7 @@ class ActiveMRISB3VecEnv(VecEnv):
             extra = {
                 ACTION_MASK: (1 - np.asarray(obs["mask"])).astype(np.int8),
                 BUDGET_USED: np.ones(1, dtype=np.float32),
+                BUDGET_LEFT: np.zeros(1, dtype=np.float32),
             }
         else:
             values = extra_observations(self.venv.torch_policy_observation({}))

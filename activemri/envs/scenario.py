@@ -23,6 +23,7 @@ from activemri.masks import center_block
 
 __all__ = [
     "REWARD_METRICS",
+    "REWARD_TIMINGS",
     "SCENARIOS",
     "BudgetError",
     "Scenario",
@@ -33,6 +34,11 @@ __all__ = [
 
 REWARD_METRICS = ("ssim", "psnr", "nmse", "mse")
 """Scores a reward can be the gain of; ``nmse`` and ``mse`` are negated so higher is better."""
+
+REWARD_TIMINGS = ("dense", "terminal")
+"""When the reward is given: every step (its score gain) or only at the last step."""
+
+_LENGTHS = ("budget", "acceleration", "budget_range", "acceleration_range")
 
 
 class BudgetError(ValueError):
@@ -52,8 +58,11 @@ class Scenario:
     """How an episode starts and how long it lasts.
 
     Exactly one of ``initial_lines`` / ``center_fraction`` sets the central (ACS) block, and
-    at most one of ``budget`` / ``acceleration`` sets the episode length (neither: until every
-    measured line is acquired).
+    at most one of ``budget`` / ``acceleration`` / ``budget_range`` / ``acceleration_range``
+    sets the episode length (none: until every measured line is acquired). With a range, each
+    episode draws its length with its own generator (seeded by ``reset(seed=...)``), so one
+    policy can be trained for several accelerations; the observation entry ``budget_left``
+    tells it how many lines remain.
 
     A length that cannot be honoured exactly on a slice is an error (:class:`BudgetError`,
     raised when the env is built, naming the file), never clamped: an acceleration whose
@@ -70,7 +79,17 @@ class Scenario:
         budget: Lines the agent may add (steps per episode).
         acceleration: Alternative to ``budget``: the episode ends at
             ``round(measured / acceleration)`` acquired lines.
+        budget_range: ``[low, high]``: each episode's budget is drawn uniformly from these
+            whole numbers of lines (both included).
+        acceleration_range: ``[low, high]``: each episode ends at a line count drawn
+            uniformly from the whole numbers between ``round(measured / high)`` and
+            ``round(measured / low)``.
         reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`.
+        reward_timing: ``"dense"`` (the default): every step is rewarded with its score gain.
+            ``"terminal"``: every step but the last is rewarded 0 and the last with the
+            episode's gain, final - initial score (the same return); the score is then
+            computed only at the last step, and the reconstruction too unless the
+            observation shows it (see ``envs/README.md``).
         repeat_penalty: Subtracted from the reward of a step that adds no line (a repeated or
             non-measured line); ``>= 0``. With 0 (the default of the ``-v0`` ids) a wasted
             step costs nothing but the line it could have added, and agents that do not
@@ -82,7 +101,10 @@ class Scenario:
     extra_random_lines: int = 0
     budget: int | None = None
     acceleration: float | None = None
+    budget_range: tuple[int, int] | None = None
+    acceleration_range: tuple[float, float] | None = None
     reward: str = "ssim"
+    reward_timing: str = "dense"
     repeat_penalty: float = 0.0
 
     def __post_init__(self) -> None:
@@ -102,8 +124,37 @@ class Scenario:
             raise ValueError(f"center_fraction must be in [0, 1], got {self.center_fraction}")
         if self.extra_random_lines < 0:
             raise ValueError(f"extra_random_lines must be >= 0, got {self.extra_random_lines}")
-        if self.budget is not None and self.acceleration is not None:
-            raise ValueError("a scenario sets at most one of budget and acceleration")
+        lengths = [name for name in _LENGTHS if getattr(self, name) is not None]
+        if len(lengths) > 1:
+            raise ValueError(
+                f"a scenario sets at most one of {', '.join(_LENGTHS)}; this one sets {lengths}"
+            )
+        for name, check in (("budget_range", _is_int), ("acceleration_range", _is_real)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if (
+                isinstance(value, (str, bytes))
+                or not hasattr(value, "__len__")
+                or len(value) != 2
+                or not all(check(v) and math.isfinite(v) for v in value)
+            ):
+                raise ValueError(f"{name} must be [low, high], two numbers, got {value!r}")
+            low, high = value
+            if low > high:
+                raise ValueError(f"{name} must have low <= high, got {list(value)}")
+            cast = int if name == "budget_range" else float
+            object.__setattr__(self, name, (cast(low), cast(high)))
+        if self.budget_range is not None and self.budget_range[0] < 1:
+            raise ValueError(f"budget_range must start at >= 1, got {list(self.budget_range)}")
+        if self.acceleration_range is not None and self.acceleration_range[0] < 1.0:
+            raise ValueError(
+                f"acceleration_range must start at >= 1, got {list(self.acceleration_range)}"
+            )
+        if self.reward_timing not in REWARD_TIMINGS:
+            raise ValueError(
+                f"reward_timing must be one of {REWARD_TIMINGS}, got {self.reward_timing!r}"
+            )
         if self.budget is not None and self.budget < 1:
             raise ValueError(f"budget must be >= 1, got {self.budget}")
         if self.acceleration is not None and self.acceleration < 1.0:
@@ -151,14 +202,20 @@ class Scenario:
         mask, _ = self.initial_mask(valid, np.random.default_rng(0))
         return int(mask.sum())
 
-    def end_lines(self, num_valid: int, num_initial: int) -> int:
-        """Lines acquired when an episode ends, if every step adds a line.
+    @property
+    def variable(self) -> bool:
+        """Whether episodes draw their length from a range."""
+        return self.budget_range is not None or self.acceleration_range is not None
+
+    def end_line_bounds(self, num_valid: int, num_initial: int) -> tuple[int, int]:
+        """Fewest and most lines acquired when an episode ends, if every step adds a line.
 
         Args:
             num_valid: Measured lines of the slice.
             num_initial: Lines of the initial mask.
 
         Returns:
+            ``(low, high)``; equal unless the length is a range. Fixed lengths give
             ``num_initial + budget``; ``round(num_valid / acceleration)``; or ``num_valid``.
 
         Raises:
@@ -172,45 +229,86 @@ class Scenario:
                 f"the initial mask acquires all {num_valid} measured lines: nothing is left "
                 "to choose"
             )
+        budgets: tuple[int, ...] | None = None
         if self.budget is not None:
-            if self.budget > missing:
+            budgets = (self.budget,)
+        elif self.budget_range is not None:
+            budgets = self.budget_range
+        if budgets is not None:
+            name = "budget" if self.budget is not None else "budget_range"
+            if max(budgets) > missing:
                 raise BudgetError(
-                    f"budget {self.budget} exceeds the {missing} measured lines the initial "
+                    f"{name} {max(budgets)} exceeds the {missing} measured lines the initial "
                     f"mask leaves ({num_valid} measured, {num_initial} initial)"
                 )
-            return num_initial + self.budget
+            return num_initial + min(budgets), num_initial + max(budgets)
+        accelerations: tuple[float, ...] | None = None
         if self.acceleration is not None:
-            end = round(num_valid / self.acceleration)
+            accelerations = (self.acceleration,)
+        elif self.acceleration_range is not None:
+            accelerations = self.acceleration_range
+        if accelerations is not None:
+            fastest = max(accelerations)
+            end = round(num_valid / fastest)
             if end <= num_initial:
                 highest = num_valid / (num_initial + 1)
                 raise BudgetError(
-                    f"acceleration {self.acceleration:g} ends at round({num_valid} / "
-                    f"{self.acceleration:g}) = {end} lines, but the initial mask already has "
-                    f"{num_initial}: choose an acceleration of at most {highest:.3g} or fewer "
-                    "initial lines"
+                    f"acceleration {fastest:g} ends at round({num_valid} / {fastest:g}) = "
+                    f"{end} lines, but the initial mask already has {num_initial}: choose an "
+                    f"acceleration of at most {highest:.3g} or fewer initial lines"
                 )
-            return end
-        return num_valid
+            return end, round(num_valid / min(accelerations))
+        return num_valid, num_valid
+
+    def end_lines(
+        self, num_valid: int, num_initial: int, rng: np.random.Generator | None = None
+    ) -> int:
+        """Lines acquired when an episode ends, if every step adds a line.
+
+        Args:
+            num_valid: Measured lines of the slice.
+            num_initial: Lines of the initial mask.
+            rng: The episode's generator: draws the length of a range scenario (uniform
+                over the whole line counts of :meth:`end_line_bounds`); without it a range
+                gives its middle, rounded down.
+
+        Raises:
+            BudgetError: As :meth:`end_line_bounds`.
+        """
+        low, high = self.end_line_bounds(num_valid, num_initial)
+        if low == high:
+            return low
+        if rng is None:
+            return (low + high) // 2
+        return int(rng.integers(low, high + 1))
 
     def actual_acceleration(self, num_valid: int, num_initial: int) -> float:
         """``num_valid / end_lines(...)``: the acceleration an episode actually ends at.
 
         It differs from :attr:`acceleration` by the rounding to whole lines, and a ``budget``
-        gives different accelerations on slices with different measured widths.
+        gives different accelerations on slices with different measured widths. For a range,
+        the acceleration at its middle.
 
         Raises:
             BudgetError: As :meth:`end_lines`.
         """
         return num_valid / self.end_lines(num_valid, num_initial)
 
-    def episode_budget(self, valid: np.ndarray, mask: np.ndarray) -> int:
+    def episode_budget(
+        self, valid: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None
+    ) -> int:
         """Steps of an episode starting from ``mask`` (at least 1).
+
+        Args:
+            valid: Bool measured actions.
+            mask: Bool initial mask.
+            rng: The episode's generator (draws a range scenario's length).
 
         Raises:
             BudgetError: As :meth:`end_lines`.
         """
         initial = int((mask & valid).sum())
-        return self.end_lines(int(valid.sum()), initial) - initial
+        return self.end_lines(int(valid.sum()), initial, rng) - initial
 
 
 def scenario_dir() -> Path:
@@ -320,10 +418,10 @@ def _with(base: Scenario, overrides: Mapping[str, Any]) -> Scenario:
         changes["center_fraction"] = None
     if "center_fraction" in changes and "initial_lines" not in changes:
         changes["initial_lines"] = None
-    if "budget" in changes and "acceleration" not in changes:
-        changes["acceleration"] = None
-    if "acceleration" in changes and "budget" not in changes:
-        changes["budget"] = None
+    # A length set here replaces the base's, whichever of the four kinds it was.
+    if any(name in changes for name in _LENGTHS):
+        for name in _LENGTHS:
+            changes.setdefault(name, None)
     unknown = [key for key in changes if key not in _FIELDS]
     if unknown:  # named against the overrides alone, not the base's fields
         return from_mapping(Scenario, changes, section=_SECTION)

@@ -145,7 +145,7 @@ class EpisodeSource:
         valid = sample.meta.valid_columns(self.width).numpy()
         mask, num_low = self.config.scenario.initial_mask(valid, self.rngs[slot])
         try:
-            budget = self.config.scenario.episode_budget(valid, mask)
+            budget = self.config.scenario.episode_budget(valid, mask, self.rngs[slot])
         except BudgetError as exc:
             raise BudgetError(f"{sample.meta.file.name}: {exc}") from exc
         episode = Episode(sample.meta, index, pass_index, data_range, int(valid.sum()),

@@ -206,6 +206,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             observation=keys,
             metric_threads=config.metric_threads,
             channels_last=config.channels_last,
+            reward_timing=scenario.reward_timing,
         )
         self._state: EnvState | None = None
         self._episodes: list[Episode | None] = [None] * num_envs

@@ -135,6 +135,8 @@ class _Envs:
             "split": None if s.split == "all" else s.split,
             "order": "sequential",
             "acceleration": acceleration,
+            # every step's metrics are the curves, whatever reward a preset trains with
+            "reward_timing": "dense",
             "max_slices": max_slices,
             "subset_seed": s.subset_seed,
             "device": s.overrides.get("device", s.device),  # --set device= wins over auto
