@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import torch
 
 __all__ = [
+    "acs_like",
     "acs_mask",
     "apply_mask",
+    "broadcast_mask",
     "center_crop",
     "estimate_sens_maps",
     "fft2c",
@@ -70,19 +72,35 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _broadcast_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Reshape a ``(B, W)`` or ``(W,)`` mask so it broadcasts against ``(B, C, H, W)`` k-space."""
+def broadcast_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """View a mask so that it broadcasts against ``(B, C, H, W)`` k-space.
+
+    Args:
+        kspace: Complex ``(B, C, H, W)`` (only its shape is used).
+        mask: Bool column mask ``(B, W)`` or ``(W,)`` (2-D slices), or point mask
+            ``(B, H, W)`` (ky-kz planes of 3-D volumes; see :mod:`activemri.geometry`).
+
+    Returns:
+        ``(B, 1, 1, W)`` or ``(B, 1, H, W)`` (``B`` may be 1).
+    """
     if kspace.ndim != 4:
         raise ValueError(f"kspace must have shape (B, C, H, W), got {tuple(kspace.shape)}")
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor, got dtype {mask.dtype}")
-    b, _, _, w = kspace.shape
+    b, _, h, w = kspace.shape
+    if mask.ndim == 3:
+        if tuple(mask.shape[1:]) != (h, w) or mask.shape[0] not in (1, b):
+            raise ValueError(
+                f"a point mask must have shape ({b}, {h}, {w}) for kspace "
+                f"{tuple(kspace.shape)}, got {tuple(mask.shape)}"
+            )
+        return mask[:, None]
     if mask.ndim == 1:
         mask = mask.unsqueeze(0)
     if mask.ndim != 2 or mask.shape[-1] != w or mask.shape[0] not in (1, b):
         raise ValueError(
-            f"mask must have shape ({b}, {w}) or ({w},) for kspace {tuple(kspace.shape)}, "
-            f"got {tuple(mask.shape)}"
+            f"mask must have shape ({b}, {w}) or ({w},) (columns) or ({b}, {h}, {w}) (points) "
+            f"for kspace {tuple(kspace.shape)}, got {tuple(mask.shape)}"
         )
     return mask[:, None, None, :]
 
@@ -96,12 +114,13 @@ def apply_mask(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     Args:
         kspace: Complex tensor ``(B, C, H, W)``.
-        mask: Bool tensor ``(B, W)`` (or ``(W,)``, shared by the batch); True = acquired.
+        mask: Bool tensor ``(B, W)`` (or ``(W,)``, shared by the batch), or a point mask
+            ``(B, H, W)``; True = acquired.
 
     Returns:
         Masked k-space, same shape and dtype as ``kspace``.
     """
-    m = _broadcast_mask(kspace, mask)
+    m = broadcast_mask(kspace, mask)
     return torch.where(m, kspace, torch.zeros((), dtype=kspace.dtype, device=kspace.device))
 
 
@@ -184,7 +203,7 @@ def zero_filled(
 
     Args:
         kspace: Complex k-space ``(B, C, H, W)``; only the columns in ``mask`` are used.
-        mask: Bool tensor ``(B, W)`` or ``(W,)``.
+        mask: Bool tensor ``(B, W)`` or ``(W,)``, or a point mask ``(B, H, W)``.
         recon_size: Output ``(h, w)``.
         sens_maps: Optional complex coil sensitivities ``(B, C, H, W)``.
 
@@ -200,25 +219,48 @@ def zero_filled(
     return center_crop(image, recon_size)
 
 
-def acs_mask(num_low_frequencies: torch.Tensor, width: int) -> torch.Tensor:
-    """Bool ``(B, W)`` mask of each sample's central (ACS) block.
+def acs_mask(
+    num_low_frequencies: torch.Tensor, width: int, height: int | None = None
+) -> torch.Tensor:
+    """Bool mask of each sample's central (ACS) block.
 
-    The block of ``n`` columns starts at ``(W - n + 1) // 2``, fastMRI's convention.
+    The block of ``n`` columns starts at ``(W - n + 1) // 2``, fastMRI's convention. With
+    ``height`` (point masks of ky-kz planes) it is the central ``n x n`` block, placed by the
+    same rule along both axes.
 
     Args:
         num_low_frequencies: Long ``(B,)`` block sizes.
         width: ``W``.
+        height: ``H`` for a point mask, else ``None``.
 
     Returns:
-        Bool ``(B, W)`` on the device of ``num_low_frequencies``.
+        Bool ``(B, W)``, or ``(B, H, W)`` with ``height``, on the device of
+        ``num_low_frequencies``.
     """
-    start = (width - num_low_frequencies + 1) // 2
-    cols = torch.arange(width, device=num_low_frequencies.device)
-    return (cols >= start[:, None]) & (cols < (start + num_low_frequencies)[:, None])
+    n = num_low_frequencies
+    start = (width - n + 1) // 2
+    cols = torch.arange(width, device=n.device)
+    in_cols = (cols >= start[:, None]) & (cols < (start + n)[:, None])
+    if height is None:
+        return in_cols
+    n_rows = n.clamp_max(height)
+    top = (height - n_rows + 1) // 2
+    rows = torch.arange(height, device=n.device)
+    in_rows = (rows >= top[:, None]) & (rows < (top + n_rows)[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+
+def acs_like(num_low_frequencies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`acs_mask` of the same kind as ``mask``: columns ``(B, W)`` or points ``(B, H, W)``."""
+    height = int(mask.shape[-2]) if mask.ndim == 3 else None
+    return acs_mask(num_low_frequencies, int(mask.shape[-1]), height)
 
 
 def estimate_sens_maps(
-    kspace: torch.Tensor, num_low_frequencies: torch.Tensor, eps: float = 1e-12
+    kspace: torch.Tensor,
+    num_low_frequencies: torch.Tensor,
+    eps: float = 1e-12,
+    points: bool = False,
 ) -> torch.Tensor:
     """Coil sensitivities from the ACS block: low-resolution coil images over their RSS.
 
@@ -229,10 +271,12 @@ def estimate_sens_maps(
         kspace: Complex ``(B, C, H, W)``; only the ACS columns are used.
         num_low_frequencies: Long ``(B,)`` ACS block sizes.
         eps: Floor of the RSS denominator.
+        points: The block is the central ``n x n`` ky-kz block (point masks).
 
     Returns:
         Complex ``(B, C, H, W)`` sensitivity maps.
     """
     _require_complex(kspace, "kspace")
-    low = ifft2c(apply_mask(kspace, acs_mask(num_low_frequencies, kspace.shape[-1])))
+    height = kspace.shape[-2] if points else None
+    low = ifft2c(apply_mask(kspace, acs_mask(num_low_frequencies, kspace.shape[-1], height)))
     return low / rss(low, dim=1).clamp_min(eps).unsqueeze(1)

@@ -22,7 +22,8 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("ops", ("activemri._version", "activemri._io", "activemri._config", "activemri._threads",
              "activemri._dist",
-             "activemri.kspace", "activemri.metrics", "activemri.masks")),
+             "activemri.kspace", "activemri.metrics", "activemri.masks", "activemri.masks2d",
+             "activemri.geometry")),
     ("data", ("activemri.data",)),
     ("recon", ("activemri.recon_models",)),
     ("env", ("activemri.envs",)),

@@ -37,7 +37,7 @@ class BlurredZeroFilled(Reconstructor):
         blurred = F.avg_pool2d(image[:, None], 3, stride=1, padding=1)[:, 0]
         out = self.weight * image + (1 - self.weight) * blurred
         return ReconOutput(
-            out, (image - blurred).abs() + 1e-3 * mask.float().mean(dim=1)[:, None, None]
+            out, (image - blurred).abs() + 1e-3 * mask.flatten(1).float().mean(dim=1)[:, None, None]
         )
 
 

@@ -23,6 +23,7 @@ import torch
 from activemri._dist import gather_strided, world
 from activemri.envs.source import PolicyEpisode
 from activemri.masks import MASK_TYPES, make_mask, volume_seed
+from activemri.masks2d import MASK_TYPES_2D, make_mask_2d
 
 __all__ = [
     "FixedMaskPolicy",
@@ -42,8 +43,19 @@ Scorer = Callable[[torch.Tensor, "str | None"], torch.Tensor]
 
 
 def free_lines(obs: Obs) -> torch.Tensor:
-    """Bool ``(B, W)``: measured lines not yet acquired (the valid actions)."""
+    """Bool ``(B, A)``: measured lines (or points) not yet acquired (the valid actions)."""
     return obs["action_mask"].bool()
+
+
+def _center_rank(obs: Obs, num_actions: int, device: torch.device) -> np.ndarray:
+    """Each action's center-out rank: the geometry's (``center_rank``), else the lines'."""
+    if "center_rank" in obs:
+        rank: np.ndarray = obs["center_rank"].cpu().numpy()
+        return rank
+    order = center_out_order(num_actions)
+    out = np.empty(num_actions, dtype=np.float32)
+    out[order] = np.arange(num_actions, dtype=np.float32)
+    return out
 
 
 def center_out_order(width: int) -> list[int]:
@@ -126,7 +138,8 @@ class FixedOrderPolicy(Policy):
     """Plays a fixed ordering of lines: the first line of ``order`` not yet acquired.
 
     This is how a fixed mask (or a learned ordering) is evaluated step by step inside the
-    environment. Lines not in ``order`` come after it, center-out.
+    environment. Lines not in ``order`` come after it, center-out (for points: by the
+    geometry's ``center_rank``, the normalized k-space radius).
 
     Args:
         order: Columns in acquisition order.
@@ -148,14 +161,15 @@ class FixedOrderPolicy(Policy):
         chosen = set(np.flatnonzero(np.asarray(mask, dtype=bool)).tolist())
         return cls([c for c in center_out_order(len(mask)) if c in chosen], name=name)
 
-    def _rank(self, width: int, device: torch.device) -> torch.Tensor:
+    def _rank(self, obs: Obs, width: int, device: torch.device) -> torch.Tensor:
         key = (width, device)
         if key not in self._ranks:
             if any(c >= width or c < 0 for c in self.order):
-                raise ValueError(f"order has columns outside [0, {width})")
+                raise ValueError(f"order has actions outside [0, {width})")
             rank = np.full(width, np.inf)
             rank[self.order] = np.arange(len(self.order))
-            rest = [c for c in center_out_order(width) if not np.isfinite(rank[c])]
+            center = _center_rank(obs, width, device)
+            rest = [int(c) for c in np.argsort(center, kind="stable") if not np.isfinite(rank[c])]
             rank[rest] = len(self.order) + np.arange(len(rest))
             self._ranks[key] = torch.as_tensor(rank, dtype=torch.float32, device=device)
         return self._ranks[key]
@@ -163,19 +177,23 @@ class FixedOrderPolicy(Policy):
     def act(self, obs: Obs) -> torch.Tensor:
         """See :meth:`Policy.act`."""
         free = free_lines(obs)
-        return _pick_lowest(free, self._rank(free.shape[1], free.device))
+        return _pick_lowest(free, self._rank(obs, free.shape[1], free.device))
 
 
 class FixedMaskPolicy(Policy):
-    """A fixed mask from :data:`~activemri.masks.MASK_TYPES`, drawn per volume and budget.
+    """A fixed mask, drawn per volume and budget.
 
     When an episode starts, a mask of ``initial lines + budget`` lines is drawn for it with
     the episode's central block as ACS lines and its measured columns only, seeded by the
     file name (:func:`~activemri.masks.volume_seed` ``+ seed``: every slice of a volume gets
-    the same mask, as in fastMRI); its lines are then played center-out.
+    the same mask, as in fastMRI); its lines are then played center-out. On ky-kz planes
+    (the points geometry) the mask is a 2-D point mask of
+    :data:`~activemri.masks2d.MASK_TYPES_2D` (``poisson``, ``equispaced`` with a CAIPI
+    shift, ...), its points played by increasing k-space radius.
 
     Args:
-        mask_type: A key of :data:`~activemri.masks.MASK_TYPES`.
+        mask_type: A key of :data:`~activemri.masks.MASK_TYPES` (lines) or
+            :data:`~activemri.masks2d.MASK_TYPES_2D` (points).
         seed: Added to the per-volume seed.
         name: Report name (default: the mask type).
     """
@@ -183,8 +201,11 @@ class FixedMaskPolicy(Policy):
     budget_aware = True
 
     def __init__(self, mask_type: str, seed: int = 0, name: str | None = None) -> None:
-        if mask_type not in MASK_TYPES:
-            raise ValueError(f"unknown mask type {mask_type!r}; choose from {sorted(MASK_TYPES)}")
+        if mask_type not in MASK_TYPES and mask_type not in MASK_TYPES_2D:
+            raise ValueError(
+                f"unknown mask type {mask_type!r}; choose from {sorted(MASK_TYPES)} (lines) or "
+                f"{sorted(MASK_TYPES_2D)} (points)"
+            )
         self.mask_type = mask_type
         self.seed = seed
         self.name = name or mask_type
@@ -196,17 +217,30 @@ class FixedMaskPolicy(Policy):
         width = mask.shape[1]
         if self._rank is None or self._rank.shape != mask.shape:
             self._rank = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-        center_out = np.array(center_out_order(width))
+        grid = (1, width) if "action_grid" not in obs else tuple(obs["action_grid"].tolist())
+        points = grid[0] > 1
+        table = MASK_TYPES_2D if points else MASK_TYPES
+        if self.mask_type not in table:
+            raise ValueError(
+                f"mask type {self.mask_type!r} is for {'lines' if points else 'points'}; this "
+                f"env acquires {'points' if points else 'lines'}: choose from {sorted(table)}"
+            )
+        center_out = np.argsort(_center_rank(obs, width, mask.device), kind="stable")
         index = torch.as_tensor(list(rows), dtype=torch.long, device=mask.device)
         # One device-to-host copy for all new episodes; masks are drawn with NumPy.
         valid, initial = obs["valid"][index].cpu().numpy(), mask[index].cpu().numpy()
         budget, num_low = obs["budget"][index].tolist(), obs["num_low"][index].tolist()
         ranks = np.empty((len(index), width), dtype=np.float32)
         for i, episode in enumerate(episodes):
-            num_lines = int(initial[i].sum() + budget[i])
+            count = int(initial[i].sum() + budget[i])
             rng = np.random.default_rng(volume_seed(episode.file) + self.seed)
-            drawn, _ = make_mask(self.mask_type, width, num_lines, int(num_low[i]), rng,
-                                 valid=valid[i])  # fmt: skip
+            if points:
+                plane, _ = make_mask_2d(self.mask_type, grid, count, int(num_low[i]), rng,
+                                        valid=valid[i].reshape(grid))  # fmt: skip
+                drawn = plane.reshape(-1)
+            else:
+                drawn, _ = make_mask(self.mask_type, width, count, int(num_low[i]), rng,
+                                     valid=valid[i])  # fmt: skip
             ranks[i, center_out] = np.arange(width) + np.where(drawn[center_out], 0, width)
         self._rank[index] = torch.from_numpy(ranks).to(self._rank.device)
 
@@ -278,7 +312,8 @@ class UncertaintyPolicy(Policy):
     at frequency ``j`` (the image crop is zero-padded back to the k-space width first).
     Acquiring line ``j`` replaces the network's guess at that frequency by measured data, so
     the line whose frequency carries the most expected error is the one whose content is
-    most uncertain. Needs a reconstructor with an uncertainty head.
+    most uncertain. On ky-kz planes (points) the transform is 2-D and each point's energy is
+    its own. Needs a reconstructor with an uncertainty head.
     """
 
     name = "uncertainty"
@@ -290,6 +325,17 @@ class UncertaintyPolicy(Policy):
         # The observation divides sigma by a positive per-episode scale: the argmax is the same.
         sigma = obs["uncertainty"][:, 0]
         free = free_lines(obs)
+        grid = (
+            (1, free.shape[1]) if "action_grid" not in obs else tuple(obs["action_grid"].tolist())
+        )
+        if grid[0] > 1:  # points: the 2-D spectrum of the expected error, point by point
+            pad_h, pad_w = grid[0] - sigma.shape[-2], grid[1] - sigma.shape[-1]
+            padded = torch.nn.functional.pad(
+                sigma, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+            )
+            shifted = torch.fft.ifftshift(padded, dim=(-2, -1))
+            spectrum2 = torch.fft.fftshift(torch.fft.fft2(shifted, norm="ortho"), dim=(-2, -1))
+            return _pick_lowest(free, -spectrum2.abs().square().flatten(1))
         width = free.shape[1]
         pad = width - sigma.shape[-1]
         padded = torch.nn.functional.pad(sigma, (pad // 2, pad - pad // 2)) if pad > 0 else sigma

@@ -63,7 +63,8 @@ POLICY_FACTORIES: dict[str, PolicyFactory] = {
 - ``random``: uniformly random free line (seeded).
 - ``low_to_high``: nearest free line to the center, alternating sides.
 - ``equispaced``: the ``equispaced`` fixed mask per volume and budget.
-- ``mask:TYPE``: any fixed mask of :data:`activemri.masks.MASK_TYPES`.
+- ``mask:TYPE``: any fixed mask of :data:`activemri.masks.MASK_TYPES` (lines) or, on ky-kz
+  planes, of :data:`activemri.masks2d.MASK_TYPES_2D` (``poisson``, ...).
 - ``learned`` / ``learned:PATH``: a learned ordering (default: the shipped one).
 - ``uncertainty``: the uncertainty-driven rule (needs an uncertainty head).
 - ``greedy_oracle``: one-step lookahead with the ground truth.

@@ -382,7 +382,7 @@ class AgentPolicy(Policy):
         """Raise ``ValueError`` unless ``venv`` gives the observations the agent expects."""
         env_space = venv.single_observation_space
         assert isinstance(env_space, spaces.Dict)
-        given = {**extra_observation_spaces(venv.width), **env_space.spaces}
+        given = {**extra_observation_spaces(venv.num_actions), **env_space.spaces}
         space = self.model.observation_space
         assert isinstance(space, spaces.Dict)
         for key in self.keys:
@@ -393,8 +393,8 @@ class AgentPolicy(Policy):
                     f"the env gives {None if theirs is None else theirs.shape}"
                 )
         n = getattr(self.model.action_space, "n", None)
-        if n != venv.width:
-            raise ValueError(f"the agent chooses among {n} lines, the env has {venv.width}")
+        if n != venv.num_actions:
+            raise ValueError(f"the agent chooses among {n} actions, the env has {venv.num_actions}")
 
     def act(self, obs: Obs) -> torch.Tensor:
         """The agent's greedy choice among the free lines of every episode.

@@ -73,6 +73,7 @@ def _add_train(recon_commands: Commands) -> None:
 
 def _add_eval(recon_commands: Commands) -> None:
     from activemri.masks import FASTMRI_MASK_TYPES, MASK_TYPES
+    from activemri.masks2d import MASK_TYPES_2D
 
     ev = recon_commands.add_parser(
         "eval",
@@ -87,8 +88,9 @@ def _add_eval(recon_commands: Commands) -> None:
     ev.add_argument(
         "--mask-type",
         default="random",
-        help="mask",
-        choices=[*sorted(MASK_TYPES), *FASTMRI_MASK_TYPES],
+        help="mask: a line mask, or for 3-D volumes (ky-kz planes) a point mask (poisson, "
+        "variable_density, random, equispaced, low_to_high)",
+        choices=sorted({*MASK_TYPES, *FASTMRI_MASK_TYPES, *MASK_TYPES_2D}),
     )
     ev.add_argument(
         "--acceleration",

@@ -22,6 +22,13 @@ Simulation of one volume:
 
 Everything is deterministic per ``(seed, volume index)``: volume ``i`` is the same whatever
 the number of volumes requested.
+
+**3-D presets** (``encoding="3d"``: ``3d``, ``3d-multicoil``, ``tiny3d``) write 3-D Cartesian
+volumes instead: the anatomy's ``S`` slices are stacked along a fully sampled readout axis,
+and ``kspace`` is the 3-D transform ``(kx, [C], ky, kz)`` (the layout of
+:mod:`activemri.data.dataset`, attribute ``encoding = "3d"``), noise added there; the target
+of readout position ``x`` is the RSS image of the ky-kz plane the loader derives. Episodes
+on them select ky-kz points (:class:`activemri.geometry.Points`).
 """
 
 from __future__ import annotations
@@ -110,6 +117,9 @@ class BuiltinPreset:
             ``None`` for every protocol of each anatomy.
         anatomies: Anatomies of :data:`ANATOMIES`; volume ``i`` has anatomy
             ``anatomies[i % len(anatomies)]``, so every anatomy is equally represented.
+        encoding: ``"2d"`` (slices, fastMRI's layout) or ``"3d"``: 3-D Cartesian volumes whose
+            ``slices_per_volume`` positions lie along a fully sampled readout and whose
+            ``kspace_shape`` is the ky-kz plane (see the module docstring).
     """
 
     name: str
@@ -122,8 +132,11 @@ class BuiltinPreset:
     snr: float = 30.0
     acquisitions: tuple[str, ...] | None = None
     anatomies: tuple[str, ...] = ("knee",)
+    encoding: str = "2d"
 
     def __post_init__(self) -> None:
+        if self.encoding not in ("2d", "3d"):
+            raise ValueError(f"encoding must be '2d' or '3d', got {self.encoding!r}")
         big_h, big_w = self.kspace_shape
         h, w = self.recon_size
         if not (0 < h <= big_h and 0 < w <= big_w):
@@ -206,6 +219,24 @@ PRESETS: dict[str, BuiltinPreset] = {
         BuiltinPreset(
             "knee-multicoil", (640, 368), (320, 320), 2, 6, num_coils=15, padding=(17, 17)
         ),
+        BuiltinPreset("tiny3d", (16, 12), (16, 12), 4, 4, encoding="3d"),
+        BuiltinPreset(
+            "3d", (64, 48), (64, 48), 24, 24, snr=25.0, anatomies=("brain", "knee"), encoding="3d"
+        ),
+        BuiltinPreset(
+            "3d-body", (64, 48), (64, 48), 6, 24, snr=25.0, anatomies=("body",), encoding="3d"
+        ),
+        BuiltinPreset(
+            "3d-multicoil",
+            (64, 48),
+            (64, 48),
+            24,
+            24,
+            num_coils=8,
+            snr=25.0,
+            anatomies=("brain", "knee"),
+            encoding="3d",
+        ),
     )
 }
 
@@ -221,6 +252,7 @@ class SimulatedVolume:
         geometry: Header geometry.
         patient_id: Synthetic patient identifier.
         anatomy: Anatomy name.
+        encoding: ``"2d"`` or ``"3d"`` (see :class:`BuiltinPreset`).
     """
 
     kspace: NDArray[np.complex64]
@@ -229,6 +261,7 @@ class SimulatedVolume:
     geometry: KSpaceGeometry
     patient_id: str
     anatomy: str = "knee"
+    encoding: str = "2d"
 
 
 def _coil_maps(
@@ -286,6 +319,8 @@ def simulate_volume(
         maps = _coil_maps(rng, coils, shape, preset.recon_size)
         image = image[:, None] * maps[None]
     kspace = fft2c(torch.from_numpy(image)).numpy()
+    if preset.encoding == "3d":  # the slices lie along the readout: transform it too
+        kspace = _fft_readout(kspace, inverse=False)
 
     snr = preset.snr * (0.6 if "FS" in acquisition else 1.0)
     obj = magnitude[magnitude > 0.05 * magnitude.max()]
@@ -299,17 +334,35 @@ def simulate_volume(
     # fastMRI's data are tiny numbers (~1e-4); keep that so no code assumes a [0, 1] range.
     scale = 10.0 ** rng.uniform(-4.2, -3.5)
     kspace64 = (kspace * scale).astype(np.complex64)
-    coil_kspace = torch.from_numpy(kspace64 if coils > 1 else kspace64[:, None])
+    planes = kspace64 if preset.encoding == "2d" else _fft_readout(kspace64, inverse=True)
+    coil_kspace = torch.from_numpy(planes if coils > 1 else planes[:, None])
     target = center_crop(rss(ifft2c(coil_kspace), dim=1), preset.recon_size).numpy()
     patient = hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:12]
     return SimulatedVolume(
-        kspace64, target.astype(np.float32), acquisition, geometry, patient, anatomy
-    )
+        kspace64, target.astype(np.float32), acquisition, geometry, patient, anatomy,
+        preset.encoding,
+    )  # fmt: skip
+
+
+def _fft_readout(kspace: NDArray[Any], inverse: bool) -> NDArray[Any]:
+    """Centered orthonormal 1-D (inverse) FFT along axis 0, the readout of a 3-D volume."""
+    axis_fn = np.fft.ifft if inverse else np.fft.fft
+    shifted = np.fft.ifftshift(kspace, axes=0)
+    out: NDArray[Any] = np.fft.fftshift(axis_fn(shifted, axis=0, norm="ortho"), axes=0)
+    return out.astype(kspace.dtype, copy=False)
+
+
+def _settings(preset: BuiltinPreset) -> dict[str, Any]:
+    """The preset's fields; ``encoding`` only when 3-D, so 2-D caches stay valid."""
+    settings = asdict(preset)
+    if settings["encoding"] == "2d":
+        del settings["encoding"]
+    return settings
 
 
 def _provenance(preset: BuiltinPreset, seed: int, index: int) -> str:
     """What determines one volume's content (not the number of volumes in the set)."""
-    settings = asdict(preset)
+    settings = _settings(preset)
     del settings["num_volumes"], settings["name"]
     return json.dumps(
         {"generator_version": GENERATOR_VERSION, "preset": settings, "seed": seed, "index": index},
@@ -329,6 +382,8 @@ def _write_volume(path: Path, volume: SimulatedVolume, provenance: str) -> None:
         hf.attrs["acquisition"] = volume.acquisition
         hf.attrs["patient_id"] = volume.patient_id
         hf.attrs["anatomy"] = volume.anatomy
+        if volume.encoding == "3d":
+            hf.attrs["encoding"] = "3d"
         hf.attrs[PROVENANCE_ATTR] = provenance
 
 
@@ -485,7 +540,7 @@ def ensure_builtin(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder = root / "builtin" / f"{spec.name}-seed{seed}-v{GENERATOR_VERSION}"
     stamp = folder / "COMPLETE.json"
-    expected = json.dumps({"preset": asdict(spec), "seed": seed, "version": GENERATOR_VERSION})
+    expected = json.dumps({"preset": _settings(spec), "seed": seed, "version": GENERATOR_VERSION})
     if stamp.is_file() and stamp.read_text() == expected:
         return folder
     # The cache folder is ours alone: whatever else is in it is replaced.

@@ -9,6 +9,15 @@ Files are read exactly as fastMRI publishes them:
   ``acceleration`` and ``num_low_frequency``.
 - ``ismrmrd_header``: XML giving the reconstruction size and the measured phase-encode columns.
 
+**3-D Cartesian volumes** (root attribute ``encoding = "3d"``; the built-in ``3d`` presets
+write them) use the same datasets with the first axis changed: ``kspace`` is the 3-D k-space
+``(Kx, ky, kz)`` or ``(Kx, C, ky, kz)``, its first axis the fully sampled readout frequency;
+the target holds one ``(h, w)`` image per readout position, ``(Kx, h, w)``; the header's
+sizes and padding describe the ky-kz plane (padding along kz). Item ``x`` is the ky-kz plane
+at readout position ``x``: the loader inverse-transforms the readout (centered, orthonormal)
+once per volume, as scanners do, and keeps that one volume in memory while its planes are
+read. A volume that holds NaN anywhere is unreadable in every plane (the transform spreads it).
+
 Error policy:
 
 - At construction every ``*.h5`` file's *metadata* is checked (no k-space is read). A file
@@ -111,6 +120,11 @@ class VolumeInfo:
         return None if value is None else str(value)
 
     @property
+    def encoding(self) -> str:
+        """``"2d"`` (slices) or ``"3d"`` (a 3-D volume whose items are ky-kz planes)."""
+        return "3d" if str(self.attrs.get("encoding", "2d")).lower() == "3d" else "2d"
+
+    @property
     def anatomy(self) -> str | None:
         """The anatomy, if known.
 
@@ -139,6 +153,8 @@ class SliceMeta:
         patient_id: Patient identifier, if known.
         num_low_frequency: ACS lines of an undersampled test file, if given.
         acceleration: Acceleration of an undersampled test file, if given.
+        encoding: ``"2d"`` (a slice) or ``"3d"`` (the ky-kz plane of a 3-D volume at one
+            readout position; both of its axes are phase encodes).
     """
 
     file: Path
@@ -151,6 +167,7 @@ class SliceMeta:
     patient_id: str | None = None
     num_low_frequency: int | None = None
     acceleration: float | None = None
+    encoding: str = "2d"
 
     def valid_columns(self, width: int) -> torch.Tensor:
         """Bool ``(width,)`` tensor, True for measured (non-padding) phase-encode columns."""
@@ -479,6 +496,7 @@ class SliceDataset(Dataset[SliceSample]):
                 f"{sorted(found_widths)})"
             )
         self.volumes: list[VolumeInfo] = valid
+        self._hybrid: tuple[Path, np.ndarray] | None = None  # one 3-D volume, readout done
         self._index: list[tuple[int, int]] = [
             (v, s) for v, info in enumerate(valid) for s in range(info.num_slices)
         ]
@@ -509,6 +527,7 @@ class SliceDataset(Dataset[SliceSample]):
             patient_id=None if patient is None else str(patient),
             num_low_frequency=_optional_int(info.attrs.get("num_low_frequency")),
             acceleration=_optional_float(acceleration),
+            encoding=info.encoding,
         )
 
     def __getitem__(self, index: int) -> SliceSample:
@@ -521,7 +540,10 @@ class SliceDataset(Dataset[SliceSample]):
         where = f"{info.path} slice {slice_index}"
         try:
             with h5py.File(info.path, "r") as hf:
-                kspace = np.asarray(hf["kspace"][slice_index], dtype=np.complex64)
+                if info.encoding == "3d":
+                    kspace = self._plane(info.path, hf, slice_index)
+                else:
+                    kspace = np.asarray(hf["kspace"][slice_index], dtype=np.complex64)
                 target = None
                 if info.target_key is not None:
                     target = np.asarray(hf[info.target_key][slice_index], dtype=np.float32)
@@ -540,6 +562,16 @@ class SliceDataset(Dataset[SliceSample]):
             meta=meta,
             mask=None if mask is None else torch.from_numpy(mask),
         )
+
+    def _plane(self, path: Path, hf: h5py.File, position: int) -> np.ndarray:
+        """The ky-kz plane at readout ``position`` of a 3-D volume (see the module docstring)."""
+        if self._hybrid is None or self._hybrid[0] != path:
+            volume = np.asarray(hf["kspace"][()], dtype=np.complex64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                shifted = np.fft.ifftshift(volume, axes=0)
+                hybrid = np.fft.fftshift(np.fft.ifft(shifted, axis=0, norm="ortho"), axes=0)
+            self._hybrid = (path, hybrid.astype(np.complex64))
+        return np.ascontiguousarray(self._hybrid[1][position])
 
     def __repr__(self) -> str:
         return (

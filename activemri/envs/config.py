@@ -24,6 +24,7 @@ from activemri._config import from_mapping
 from activemri._io import read_yaml
 from activemri.data import SliceDataset, ensure_builtin
 from activemri.envs.scenario import Scenario, resolve_scenario
+from activemri.geometry import Geometry, geometry_from_spec
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.resolve import describe_reconstructor, resolve
 
@@ -79,6 +80,13 @@ class EnvConfig:
             (``recon_size`` is taken from the data).
         trust_class_path: Allow a checkpoint of a non-built-in class (imports its module).
         scenario: Initial mask, budget and reward (a name, mapping or scenario).
+        geometry: What one action acquires (:mod:`activemri.geometry`): ``"lines"``
+            (phase-encode columns of 2-D slices; ``Discrete(W)``) or ``"points"`` (points of
+            the ky-kz planes of 3-D volumes; ``Discrete(H*W)``; the scenario's
+            ``initial_lines`` is then the side of the central ky-kz block, its budgets count
+            points).
+        elliptical_shutter: Points only: measure only the points inside the ellipse
+            inscribed in the plane (the corners are never acquired, as on scanners).
         order: ``"shuffle"`` (each pass a new permutation from the env's ``np_random``,
             looping forever) or ``"sequential"`` (dataset order, one pass after another).
             ``None``: shuffle for ``split="train"``, sequential otherwise.
@@ -130,6 +138,8 @@ class EnvConfig:
     reconstructor_config: Mapping[str, Any] = field(default_factory=dict)
     trust_class_path: bool = False
     scenario: Scenario = field(default_factory=lambda: resolve_scenario("builtin-4x"))
+    geometry: str = "lines"
+    elliptical_shutter: bool = False
     order: str | None = None
     device: str = "auto"
     bf16: bool = False
@@ -149,6 +159,7 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.order is not None and self.order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS} or None, got {self.order!r}")
+        geometry_from_spec(self.geometry, ellipse=self.elliptical_shutter)  # raises if invalid
         if self.coils is not None and self.coils not in _COILS:
             raise ValueError(f"coils must be one of {_COILS} or None, got {self.coils!r}")
         if self.metric_threads is not None and self.metric_threads < 1:
@@ -162,6 +173,11 @@ class EnvConfig:
 
             # every check but the uncertainty head's, which needs the model
             resolve_keys(self.observation, has_uncertainty=True)
+
+    @property
+    def acquisition_geometry(self) -> Geometry:
+        """The :class:`~activemri.geometry.Geometry` of ``geometry`` and ``elliptical_shutter``."""
+        return geometry_from_spec(self.geometry, ellipse=self.elliptical_shutter)
 
     @property
     def resolved_order(self) -> str:

@@ -49,6 +49,7 @@ import torch
 from activemri import metrics
 from activemri._threads import intra_op_threads
 from activemri.envs import observation as observations
+from activemri.geometry import Geometry, Lines, Points, geometry_from_spec
 from activemri.kspace import center_crop, zero_filled
 from activemri.recon_models.base import Reconstructor, bf16_autocast, native_bf16
 
@@ -68,8 +69,9 @@ class EnvState:
         data_range: SSIM/PSNR data range ``(B,)``.
         targets: The targets' metric statistics (SSIM window moments, energy), computed once
             per episode so that scoring a reconstruction is one fused pass.
-        mask: Acquired lines, bool ``(B, W)``.
-        valid: Measured (non-padding) lines, bool ``(B, W)``; ``mask`` is a subset.
+        mask: Acquired actions, bool ``(B, A)``: lines ``(B, W)``, or the flat points of ky-kz
+            planes ``(B, H*W)`` (see :mod:`activemri.geometry`).
+        valid: Measured (non-padding) actions, bool ``(B, A)``; ``mask`` is a subset.
         num_low: Size of the initial central (ACS) block ``(B,)``, passed to reconstructors.
         steps: Steps taken ``(B,)``.
         budget: Steps allowed ``(B,)``.
@@ -113,7 +115,7 @@ class EnvState:
         return int(self.mask.shape[0])
 
     def free_lines(self) -> torch.Tensor:
-        """Bool ``(B, W)``: measured lines not yet acquired (the valid actions)."""
+        """Bool ``(B, A)``: measured lines (or points) not yet acquired (the valid actions)."""
         return self.valid & ~self.mask
 
     def done(self) -> torch.Tensor:
@@ -198,6 +200,8 @@ class AcquisitionCore:
             (faster convolutions on CPU with oneDNN); the images are the same to float
             rounding.
         candidate_chunk: Most images per forward in :meth:`score_candidates`.
+        geometry: What an action acquires: ``"lines"`` (columns of 2-D slices, the default),
+            ``"points"`` (points of ky-kz planes) or a :class:`~activemri.geometry.Geometry`.
         observation: Entries of :meth:`observation`, a subset of
             :data:`~activemri.envs.observation.ENV_KEYS` (``None``: the default of
             :func:`~activemri.envs.observation.resolve_keys`).
@@ -223,12 +227,14 @@ class AcquisitionCore:
         metric_threads: int | None = None,
         channels_last: bool = False,
         reward_timing: str = "dense",
+        geometry: str | Geometry = "lines",
     ) -> None:
         if reward not in _SIGN:
             raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
         if reward_timing not in ("dense", "terminal"):
             raise ValueError(f"reward_timing must be 'dense' or 'terminal', got {reward_timing!r}")
         self.reward_timing = reward_timing
+        self.geometry = geometry_from_spec(geometry)
         if candidate_chunk < 1:
             raise ValueError(f"candidate_chunk must be >= 1, got {candidate_chunk}")
         self.device = torch.device(device)
@@ -252,7 +258,8 @@ class AcquisitionCore:
             reconstructor.has_uncertainty
         )
         self.recon_size = reconstructor.recon_size
-        self._idft_rows: dict[int, torch.Tensor] = {}
+        self._idft_rows: dict[tuple[int, int], torch.Tensor] = {}
+        self._grid_facts: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def has_uncertainty(self) -> bool:
@@ -278,8 +285,8 @@ class AcquisitionCore:
             kspace: Complex ``(B, C, H, W)``.
             target: Float ``(B, h, w)`` at the reconstructor's size.
             data_range: ``(B,)`` positive.
-            valid: Bool ``(B, W)`` measured lines.
-            mask: Bool ``(B, W)`` initial mask, a subset of ``valid``.
+            valid: Bool ``(B, A)`` measured actions (lines, or flat points).
+            mask: Bool ``(B, A)`` initial mask, a subset of ``valid``.
             num_low: Long ``(B,)`` central-block sizes.
             budget: Long ``(B,)`` steps allowed.
             end_lines: Long ``(B,)`` lines at the end of the budget (default: initial lines
@@ -290,18 +297,23 @@ class AcquisitionCore:
             The new state.
         """
         self._check_initial(kspace, target, data_range, valid, mask, num_low, budget)
+        height, width = kspace.shape[-2:]
         with timer("mask_fft"):
-            observed = torch.zeros_like(kspace)
-            observed = torch.where(mask[:, None, None, :], kspace, observed)
+            where = self.geometry.broadcast(mask, height, width)
+            observed = torch.where(where, kspace, torch.zeros_like(kspace))
             line_images = coil_images = None
             if self.fast_linear:
-                line_images = _readout_idft(kspace, self.recon_size[0])
-                rows = self._rows(kspace.shape[-1])
-                # where, not multiply: inf * 0 would be NaN if unseen data were not finite
-                coil_images = torch.where(mask[:, None, None, :], line_images, 0) @ rows
+                rows = self._rows(width, self.recon_size[1])
+                if isinstance(self.geometry, Lines):
+                    line_images = _readout_idft(kspace, self.recon_size[0])
+                    # where, not multiply: inf * 0 would be NaN if unseen data were not finite
+                    coil_images = torch.where(where, line_images, 0) @ rows
+                else:
+                    coil_images = _readout_idft(observed, self.recon_size[0]) @ rows
                 first = self.reconstructor.from_coil_images(coil_images)
             else:
-                first = zero_filled(observed, mask, self.recon_size)
+                recon_mask = self.geometry.recon_mask(mask, height, width)
+                first = zero_filled(observed, recon_mask, self.recon_size)
             scale = first.flatten(1).amax(dim=1).float()
             # An overflowed (inf) scale would turn every observation into inf / inf = NaN.
             usable = torch.isfinite(scale) & (scale > 0)
@@ -350,15 +362,19 @@ class AcquisitionCore:
             raise ValueError(
                 f"kspace must be complex (B, C, H, W), got {tuple(kspace.shape)} {kspace.dtype}"
             )
-        b, _, _, w = kspace.shape
+        b, _, h, w = kspace.shape
+        a = self.geometry.num_actions(h, w)
         if tuple(target.shape) != (b, *self.recon_size):
             raise ValueError(
                 f"target must be ({b}, {self.recon_size[0]}, {self.recon_size[1]}) to match the "
                 f"reconstructor, got {tuple(target.shape)}"
             )
         for name, t in (("valid", valid), ("mask", mask)):
-            if t.dtype != torch.bool or tuple(t.shape) != (b, w):
-                raise ValueError(f"{name} must be bool ({b}, {w}), got {tuple(t.shape)} {t.dtype}")
+            if t.dtype != torch.bool or tuple(t.shape) != (b, a):
+                raise ValueError(
+                    f"{name} must be bool ({b}, {a}) ({self.geometry.name} of {h}x{w} k-space), "
+                    f"got {tuple(t.shape)} {t.dtype}"
+                )
         for name, t in (("data_range", data_range), ("num_low", num_low), ("budget", budget)):
             if tuple(t.shape) != (b,):
                 raise ValueError(f"{name} must have shape ({b},), got {tuple(t.shape)}")
@@ -366,10 +382,10 @@ class AcquisitionCore:
             if t.device != self.device:
                 raise ValueError(f"every input must be on {self.device}, got one on {t.device}")
 
-    def _rows(self, width: int) -> torch.Tensor:
-        if width not in self._idft_rows:
-            self._idft_rows[width] = centered_idft_rows(width, self.recon_size[1], self.device)
-        return self._idft_rows[width]
+    def _rows(self, size: int, out: int) -> torch.Tensor:
+        if (size, out) not in self._idft_rows:
+            self._idft_rows[size, out] = centered_idft_rows(size, out, self.device)
+        return self._idft_rows[size, out]
 
     # ------------------------------------------------------------------------ transition
     def transition(
@@ -486,8 +502,18 @@ class AcquisitionCore:
             state: The episodes.
             obs: Their env observation, if already computed.
         """
+        height, width = state.kspace.shape[-2:]
+        key = (int(height), int(width))
+        if key not in self._grid_facts:
+            rank = self.geometry.center_rank(*key)
+            grid = self.geometry.grid(*key)
+            self._grid_facts[key] = (
+                torch.as_tensor(rank, device=self.device),
+                torch.tensor(grid, dtype=torch.long, device=self.device),
+            )
+        center_rank, action_grid = self._grid_facts[key]
         return observations.policy_observation(
-            state, self.observation(state) if obs is None else dict(obs)
+            state, self.observation(state) if obs is None else dict(obs), center_rank, action_grid
         )
 
     @staticmethod
@@ -606,18 +632,30 @@ class AcquisitionCore:
             episodes' coil images (else ``None``).
         """
         new_line = state.valid[rows, cols] & ~state.mask[rows, cols]
+        geometry = self.geometry
         if into is not None:
             mask, observed = into
             n = torch.arange(rows.numel(), device=rows.device)
             mask[n, cols] |= new_line
-            observed[n, :, :, cols] = torch.where(
-                new_line[:, None, None], state.kspace[rows, :, :, cols], observed[n, :, :, cols]
-            )
+            keep = geometry.take(observed, n, cols)
+            new = geometry.take(state.kspace, rows, cols)
+            shape = (-1,) + (1,) * (new.ndim - 1)
+            geometry.put(observed, cols, torch.where(new_line.view(shape), new, keep))
         term = None
-        if state.line_images is not None:
+        if self.fast_linear:
+            height, width = state.kspace.shape[-2:]
+            h, w = self.recon_size
             # where, not multiply: inf * 0 would be NaN if unseen data were not finite
-            column = torch.where(new_line[:, None, None], state.line_images[rows, :, :, cols], 0)
-            term = column[..., None] * self._rows(state.mask.shape[1])[cols][:, None, None, :]
+            if isinstance(geometry, Points):
+                value = torch.where(new_line[:, None], geometry.take(state.kspace, rows, cols), 0)
+                ky, kz = cols // width, cols % width
+                outer = self._rows(height, h)[ky][:, :, None] * self._rows(width, w)[kz][:, None]
+                term = value[:, :, None, None] * outer[:, None]
+            elif state.line_images is not None:
+                column = torch.where(
+                    new_line[:, None, None], state.line_images[rows, :, :, cols], 0
+                )
+                term = column[..., None] * self._rows(width, w)[cols][:, None, None, :]
         return new_line, term
 
     # ------------------------------------------------------------------------- helpers
@@ -625,8 +663,9 @@ class AcquisitionCore:
     def _forward(
         self, observed: torch.Tensor, mask: torch.Tensor, num_low: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        recon_mask = self.geometry.recon_mask(mask, *observed.shape[-2:])
         with bf16_autocast(self.device) if self.bf16 else contextlib.nullcontext():
-            out = self.reconstructor(observed, mask, num_low_frequencies=num_low)
+            out = self.reconstructor(observed, recon_mask, num_low_frequencies=num_low)
         uncertainty = None if out.uncertainty is None else out.uncertainty.float()
         return out.image.float(), uncertainty
 
@@ -657,4 +696,5 @@ class AcquisitionCore:
             "fast_linear": self.fast_linear,
             "metric_threads": self.metric_threads,
             "reward_timing": self.reward_timing,
+            "geometry": self.geometry.to_dict(),
         }

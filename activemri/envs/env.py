@@ -129,7 +129,7 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         )
         self.config = self.venv.config
         self.observation_space = self.venv.single_observation_space
-        self.action_space = gym.spaces.Discrete(self.venv.width)
+        self.action_space = gym.spaces.Discrete(self.venv.num_actions)
         self._window: dict[str, Any] = {}
 
     @property
@@ -208,7 +208,9 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         """
         cols = torch.as_tensor(np.asarray(lines, dtype=np.int64), device=self.device)
         if cols.ndim != 1:
-            raise ValueError(f"lines must be (K,) indices in [0, {self.venv.width}), got {lines}")
+            raise ValueError(
+                f"lines must be (K,) indices in [0, {self.venv.num_actions}), got {lines}"
+            )
         return self.venv.torch_score_candidates(cols[None], metric)[0].cpu().numpy()
 
     def render(self) -> np.ndarray | None:

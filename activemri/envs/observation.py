@@ -50,10 +50,11 @@ ENV_KEYS = (
   observation scale;
 - ``uncertainty``: ``Box(0, 1e4, (1, h, w), float32)``, the per-pixel standard deviation
   over the same scale (reconstructors with an uncertainty head only);
-- ``mask``: ``MultiBinary(W)``, acquired lines;
+- ``mask``: ``MultiBinary(A)``, acquired actions (``A = W`` lines; for points, the flat
+  ``H * W`` ky-kz plane, row-major);
 - ``kspace``: ``Box(-1e4, 1e4, (2C, H, W), float32)``, the acquired k-space over the same
   scale, channels ``[re_0, im_0, re_1, im_1, ...]``, exactly ``+0.0`` where not acquired;
-- ``action_mask``: ``MultiBinary(W)``, measured lines not yet acquired (the valid actions);
+- ``action_mask``: ``MultiBinary(A)``, measured actions not yet acquired (the valid ones);
 - ``budget_used``: ``Box(0, 1, (1,), float32)``, steps taken / steps allowed;
 - ``budget_left``: ``Box(0, 1, (1,), float32)``, steps left / measured lines: how many lines
   the episode may still add, as a fraction of the slice's lines, so that a policy trained on
@@ -61,11 +62,24 @@ ENV_KEYS = (
   the budgets apart (``budget_used`` cannot).
 """
 
-POLICY_KEYS = ("action_mask", "valid", "budget", "steps", "budget_used", "budget_left", "num_low")
+POLICY_KEYS = (
+    "action_mask",
+    "valid",
+    "budget",
+    "steps",
+    "budget_used",
+    "budget_left",
+    "num_low",
+    "center_rank",
+    "action_grid",
+)
 """Entries a policy's observation always has besides the env's (:func:`policy_observation`):
-``action_mask`` bool ``(B, W)``; ``valid`` bool ``(B, W)`` measured lines; ``budget`` /
+``action_mask`` bool ``(B, A)``; ``valid`` bool ``(B, A)`` measured actions; ``budget`` /
 ``steps`` long ``(B,)`` steps allowed and taken; ``budget_used`` / ``budget_left`` float32
-``(B, 1)``; ``num_low`` long ``(B,)`` size of the initial central block."""
+``(B, 1)``; ``num_low`` long ``(B,)`` size of the initial central block; and two facts of
+the acquisition geometry shared by the batch: ``center_rank`` float32 ``(A,)``, each
+action's place in the center-out (low-to-high) order, and ``action_grid`` long ``(2,)``, the
+action grid's shape (``(1, W)`` lines, ``(H, W)`` points; actions are its flat indices)."""
 
 
 def resolve_keys(
@@ -109,20 +123,28 @@ def resolve_keys(
 
 
 def observation_space(
-    keys: Sequence[str], kspace_shape: tuple[int, int, int], recon_size: tuple[int, int]
+    keys: Sequence[str],
+    kspace_shape: tuple[int, int, int],
+    recon_size: tuple[int, int],
+    num_actions: int | None = None,
 ) -> spaces.Dict:
-    """The single-episode ``Dict`` space of the entries ``keys`` (see :data:`ENV_KEYS`)."""
+    """The single-episode ``Dict`` space of the entries ``keys`` (see :data:`ENV_KEYS`).
+
+    ``num_actions`` is the length of ``mask`` and ``action_mask`` (default: the k-space
+    width ``W``, one action per line; ``H * W`` for points).
+    """
     h, w = recon_size
     coils, height, width = kspace_shape
+    actions = width if num_actions is None else int(num_actions)
     image = spaces.Box(-OBS_BOUND, OBS_BOUND, shape=(1, h, w), dtype=np.float32)
     every: dict[str, spaces.Space[np.ndarray]] = {
         "reconstruction": image,
         "uncertainty": spaces.Box(0.0, OBS_BOUND, shape=(1, h, w), dtype=np.float32),
-        "mask": spaces.MultiBinary(width),
+        "mask": spaces.MultiBinary(actions),
         "kspace": spaces.Box(
             -OBS_BOUND, OBS_BOUND, shape=(2 * coils, height, width), dtype=np.float32
         ),
-        "action_mask": spaces.MultiBinary(width),
+        "action_mask": spaces.MultiBinary(actions),
         "budget_used": spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
         "budget_left": spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32),
     }
@@ -176,13 +198,21 @@ def observe(state: EnvState, keys: Sequence[str]) -> dict[str, torch.Tensor]:
     return obs
 
 
-def policy_observation(state: EnvState, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def policy_observation(
+    state: EnvState,
+    obs: dict[str, torch.Tensor],
+    center_rank: torch.Tensor,
+    action_grid: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """``obs`` (an env observation of ``state``) and the :data:`POLICY_KEYS` entries.
 
     Nothing here depends on unacquired data; ``action_mask`` is bool here (int8 in an env
-    observation, where spaces ask for integers).
+    observation, where spaces ask for integers). ``center_rank`` and ``action_grid`` come
+    from the acquisition geometry (:meth:`activemri.envs.core.AcquisitionCore.policy_observation`).
     """
     return {
+        "center_rank": center_rank,
+        "action_grid": action_grid,
         **obs,
         "action_mask": state.free_lines(),
         "valid": state.valid,

@@ -23,6 +23,7 @@ ENV_IDS: dict[str, str] = {
     "ActiveMRI/Builtin-v0": "builtin-v0",
     "ActiveMRI/BuiltinRepeatPenalty-v0": "builtin-repeat-penalty-v0",
     "ActiveMRI/BuiltinMultiCoil-v0": "builtin-multicoil-v0",
+    "ActiveMRI/Builtin3D-v0": "builtin3d-v0",
     "ActiveMRI/KneeSingleCoil-v0": "knee-singlecoil-v0",
     "ActiveMRI/KneeMultiCoil-v0": "knee-multicoil-v0",
 }

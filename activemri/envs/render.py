@@ -27,6 +27,7 @@ def compose_frame(
     mask: np.ndarray,
     valid: np.ndarray,
     data_range: float,
+    grid: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """One RGB frame: panels side by side above a strip showing the mask.
 
@@ -39,9 +40,11 @@ def compose_frame(
         target: ``(h, w)`` float.
         recon: ``(h, w)`` float.
         uncertainty: ``(h, w)`` float or ``None``.
-        mask: ``(W,)`` bool, acquired lines.
-        valid: ``(W,)`` bool, measured lines.
+        mask: ``(W,)`` bool, acquired lines (or the flat ``(H*W,)`` points of a ky-kz plane).
+        valid: ``(W,)`` bool, measured lines (or points).
         data_range: Intensity of full white.
+        grid: ``(H, W)`` for a point mask: it is drawn as a last panel (same colors, scaled
+            to ``h x w``) and the strip is left black.
 
     Returns:
         ``(h + 2 + 12, panels * (w + 2) - 2, 3)`` uint8.
@@ -53,14 +56,21 @@ def compose_frame(
     ]
     if uncertainty is not None:
         panels.append(_gray(uncertainty, float(uncertainty.max())))
+    colors = np.where(
+        mask[:, None], [255, 255, 255], np.where(valid[:, None], [60, 60, 60], [110, 0, 0])
+    ).astype(np.uint8)
+    if grid is not None:
+        plane = colors.reshape(*grid, 3)
+        rows = (np.arange(target.shape[0]) * grid[0]) // target.shape[0]
+        cols = (np.arange(target.shape[1]) * grid[1]) // target.shape[1]
+        panels.append(plane[rows][:, cols])
     h = panels[0].shape[0]
     gap = np.zeros((h, _GAP, 3), dtype=np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-    colors = np.where(
-        mask[:, None], [255, 255, 255], np.where(valid[:, None], [60, 60, 60], [110, 0, 0])
-    )
     columns = (np.arange(row.shape[1]) * mask.shape[0]) // row.shape[1]
-    strip = np.broadcast_to(colors[columns].astype(np.uint8), (MASK_STRIP_HEIGHT, row.shape[1], 3))
+    strip = np.broadcast_to(colors[columns], (MASK_STRIP_HEIGHT, row.shape[1], 3))
+    if grid is not None:
+        strip = np.zeros_like(strip)
     spacer = np.zeros((_GAP, row.shape[1], 3), dtype=np.uint8)
     return np.ascontiguousarray(np.concatenate([row, spacer, strip], axis=0))
 
@@ -83,6 +93,7 @@ def show_frame(frame: np.ndarray, state: dict[str, Any], title: str) -> None:
 def render_state(state: EnvState, row: int) -> np.ndarray:
     """The :func:`compose_frame` of episode ``row`` of a batch state."""
     unc = state.uncertainty
+    height, width = state.kspace.shape[-2:]
     return compose_frame(
         target=state.target[row].cpu().numpy(),
         recon=state.recon[row].cpu().numpy(),
@@ -90,4 +101,5 @@ def render_state(state: EnvState, row: int) -> np.ndarray:
         mask=state.mask[row].cpu().numpy(),
         valid=state.valid[row].cpu().numpy(),
         data_range=float(state.data_range[row].item()),
+        grid=None if state.mask.shape[1] == width else (int(height), int(width)),
     )

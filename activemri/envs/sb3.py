@@ -109,7 +109,7 @@ class ActiveMRISB3VecEnv(VecEnv):
         space = venv.single_observation_space
         assert isinstance(space, spaces.Dict)
         keys = list(space.spaces) if observation_keys is None else list(observation_keys)
-        entries = {**space.spaces, **extra_observation_spaces(venv.width)}
+        entries = {**space.spaces, **extra_observation_spaces(venv.num_actions)}
         unknown = sorted(set(keys) - set(entries))
         if unknown or not keys:
             raise ValueError(

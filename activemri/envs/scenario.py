@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -169,37 +169,58 @@ class Scenario:
             )
 
     def num_central(self, num_valid: int) -> int:
-        """Size of the central block for ``num_valid`` measured lines."""
+        """Size of the central block for ``num_valid`` measured lines.
+
+        For points, ``num_valid`` is the plane's calibration extent and the block ``n x n``.
+        """
         if self.initial_lines is not None:
             return min(self.initial_lines, num_valid)
         return min(num_valid, round(float(self.center_fraction or 0.0) * num_valid))
 
-    def initial_mask(self, valid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def initial_mask(
+        self,
+        valid: np.ndarray,
+        rng: np.random.Generator,
+        center: Callable[[int], np.ndarray] | None = None,
+        extent: int | None = None,
+    ) -> tuple[np.ndarray, int]:
         """Draw an episode's initial mask.
 
         Args:
-            valid: Bool ``(W,)``, True for measured columns.
+            valid: Bool ``(A,)``, True for measured actions (columns, or flat points).
             rng: The episode's generator (used only for ``extra_random_lines``).
+            center: ``center(n) -> bool (A,)``, the central block of size ``n`` of the
+                acquisition geometry (:meth:`activemri.geometry.Geometry.center`); default:
+                ``n`` central columns.
+            extent: What ``center_fraction`` and ``initial_lines`` are bounded by (default:
+                the measured count; for points, the plane's side).
 
         Returns:
-            ``(mask (W,) bool, num_low_frequencies)``: the mask is a subset of ``valid``;
+            ``(mask (A,) bool, num_low_frequencies)``: the mask is a subset of ``valid``;
             ``num_low_frequencies`` is the size of the central block, for ACS-based models.
         """
         width = valid.shape[0]
-        n_central = self.num_central(int(valid.sum()))
-        mask = center_block(width, n_central) & valid
+        n_central = self.num_central(int(valid.sum()) if extent is None else extent)
+        block = center_block(width, n_central) if center is None else center(n_central)
+        mask = block & valid
         if self.extra_random_lines:
             free = np.flatnonzero(valid & ~mask)
             take = min(self.extra_random_lines, free.size)
             mask[rng.choice(free, size=take, replace=False)] = True
         return mask, n_central
 
-    def initial_count(self, valid: np.ndarray) -> int:
-        """Lines of the initial mask on a slice with measured columns ``valid`` (bool ``(W,)``).
+    def initial_count(
+        self,
+        valid: np.ndarray,
+        center: Callable[[int], np.ndarray] | None = None,
+        extent: int | None = None,
+    ) -> int:
+        """Actions of the initial mask on a slice with measured actions ``valid`` (bool ``(A,)``).
 
         The same for every draw of the extra random lines, so it is known from metadata.
+        ``center`` and ``extent`` as in :meth:`initial_mask`.
         """
-        mask, _ = self.initial_mask(valid, np.random.default_rng(0))
+        mask, _ = self.initial_mask(valid, np.random.default_rng(0), center, extent)
         return int(mask.sum())
 
     @property

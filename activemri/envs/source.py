@@ -85,8 +85,8 @@ class NewEpisode:
     Attributes:
         sample: The slice (k-space, target, metadata).
         episode: Its host-side facts.
-        valid: Bool ``(W,)`` measured lines.
-        mask: Bool ``(W,)`` initial mask.
+        valid: Bool ``(A,)`` measured actions (lines, or flat points).
+        mask: Bool ``(A,)`` initial mask.
         num_low: Size of the initial central block.
         budget: Steps allowed.
     """
@@ -121,6 +121,7 @@ class EpisodeSource:
         first = self.indices[0]
         self.kspace_shape: tuple[int, int, int] = self.dataset.slice_shape(first)
         self.recon_size: tuple[int, int] = self.dataset.slice_meta(first).recon_size
+        self.geometry = config.acquisition_geometry
         self.order = config.resolved_order
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
         self.started = [0] * num_slots
@@ -131,8 +132,24 @@ class EpisodeSource:
 
     @property
     def width(self) -> int:
-        """Number of phase-encode lines ``W``."""
+        """K-space width ``W`` (phase-encode lines of a slice; kz of a ky-kz plane)."""
         return self.kspace_shape[2]
+
+    @property
+    def num_actions(self) -> int:
+        """Actions per step ``A``: ``W`` lines, or ``H * W`` points."""
+        return self.geometry.num_actions(self.kspace_shape[1], self.kspace_shape[2])
+
+    def measured(self, meta: SliceMeta) -> np.ndarray:
+        """Bool ``(A,)`` measured actions of a slice (padding columns, shutter excluded)."""
+        columns = meta.valid_columns(self.width).numpy()
+        return self.geometry.measured(columns, self.kspace_shape[1])
+
+    def _center(self, n: int) -> np.ndarray:
+        return self.geometry.center(self.kspace_shape[1], self.kspace_shape[2], n)
+
+    def _extent(self, valid: np.ndarray) -> int:
+        return self.geometry.calibration_extent(self.kspace_shape[1], int(valid.sum()))
 
     def next_episode(self, slot: int) -> NewEpisode:
         """The next readable slice of ``slot`` with its initial mask and budget.
@@ -142,8 +159,10 @@ class EpisodeSource:
             BudgetError: If the scenario cannot be honoured on the slice.
         """
         sample, index, pass_index, data_range = self._load(slot)
-        valid = sample.meta.valid_columns(self.width).numpy()
-        mask, num_low = self.config.scenario.initial_mask(valid, self.rngs[slot])
+        valid = self.measured(sample.meta)
+        mask, num_low = self.config.scenario.initial_mask(
+            valid, self.rngs[slot], self._center, self._extent(valid)
+        )
         try:
             budget = self.config.scenario.episode_budget(valid, mask, self.rngs[slot])
         except BudgetError as exc:
@@ -167,11 +186,10 @@ class EpisodeSource:
             meta = self.dataset.slice_meta(index)
             key = (meta.padding_left, meta.padding_right)
             if key not in by_geometry:
-                valid = meta.valid_columns(self.width).numpy()
+                valid = self.measured(meta)
                 try:
-                    by_geometry[key] = scenario.actual_acceleration(
-                        int(valid.sum()), scenario.initial_count(valid)
-                    )
+                    initial = scenario.initial_count(valid, self._center, self._extent(valid))
+                    by_geometry[key] = scenario.actual_acceleration(int(valid.sum()), initial)
                 except BudgetError as exc:
                     by_geometry[key] = exc
             result = by_geometry[key]

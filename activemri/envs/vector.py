@@ -35,6 +35,7 @@ from activemri.envs.core import AcquisitionCore, EnvState, Timer, _no_timer
 from activemri.envs.observation import observation_space, resolve_keys
 from activemri.envs.render import render_state
 from activemri.envs.source import Episode, EpisodeSource, PolicyEpisode
+from activemri.geometry import Geometry
 from activemri.recon_models.base import Reconstructor
 from activemri.recon_models.domain import guarded_domain_check
 
@@ -207,15 +208,16 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             metric_threads=config.metric_threads,
             channels_last=config.channels_last,
             reward_timing=scenario.reward_timing,
+            geometry=self._source.geometry,
         )
         self._state: EnvState | None = None
         self._episodes: list[Episode | None] = [None] * num_envs
         self._pending_reset: list[int] = []  # NEXT_STEP: rows whose episode ended last step
         self._ended = np.zeros(num_envs, dtype=bool)  # DISABLED: rows waiting for a reset
         self.single_observation_space = observation_space(
-            keys, self._source.kspace_shape, self._source.recon_size
+            keys, self._source.kspace_shape, self._source.recon_size, self._source.num_actions
         )
-        self.single_action_space = spaces.Discrete(self._source.width)
+        self.single_action_space = spaces.Discrete(self._source.num_actions)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
 
@@ -246,8 +248,18 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
 
     @property
     def width(self) -> int:
-        """Number of phase-encode lines ``W`` (the action count)."""
+        """K-space width ``W``: the phase-encode lines (the action count) of 2-D slices."""
         return self._source.width
+
+    @property
+    def num_actions(self) -> int:
+        """Actions ``A``: ``W`` lines, or ``H * W`` points of ky-kz planes."""
+        return self._source.num_actions
+
+    @property
+    def geometry(self) -> Geometry:
+        """What an action acquires (:mod:`activemri.geometry`)."""
+        return self._source.geometry
 
     @property
     def state(self) -> EnvState:
@@ -442,8 +454,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             raise ValueError(
                 f"actions must have shape ({self.num_envs},), got {tuple(actions.shape)}"
             )
-        if check and bool(((actions < 0) | (actions >= self.width)).any()):
-            raise ValueError(f"actions must be in [0, {self.width}), got {actions.tolist()}")
+        if check and bool(((actions < 0) | (actions >= self.num_actions)).any()):
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got {actions.tolist()}")
         state = self.state
         if self._ended.any():
             ended = np.flatnonzero(self._ended).tolist()
@@ -533,8 +545,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         ``lines`` costs one device-to-host transfer.
         """
         _check_integer(lines, "lines")
-        if lines.ndim != 2 or bool(((lines < 0) | (lines >= self.width)).any()):
-            raise ValueError(f"lines must be (B, K) indices in [0, {self.width})")
+        if lines.ndim != 2 or bool(((lines < 0) | (lines >= self.num_actions)).any()):
+            raise ValueError(f"lines must be (B, K) indices in [0, {self.num_actions})")
         return self._core.score_candidates(self.state, lines, metric)
 
     def torch_action_masks(self) -> torch.Tensor:
@@ -551,8 +563,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
                 arr = arr.astype(np.int64)
             else:
                 raise ValueError(f"actions must be integer line indices, got {arr!r}")
-        if np.any(arr < 0) or np.any(arr >= self.width):
-            raise ValueError(f"actions must be in [0, {self.width}), got {arr.tolist()}")
+        if np.any(arr < 0) or np.any(arr >= self.num_actions):
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got {arr.tolist()}")
         return arr.astype(np.int64)
 
     # ------------------------------------------------------------------ NumPy API

@@ -55,8 +55,10 @@ class ReconOutput(NamedTuple):
 class Reconstructor(nn.Module):
     """Base class: ``forward(kspace, mask, **aux) -> ReconOutput``.
 
-    Inputs are complex k-space ``(B, C, H, W)`` (only the columns in ``mask`` may be used)
-    and a bool mask ``(B, W)``. Optional keyword inputs (``aux``):
+    Inputs are complex k-space ``(B, C, H, W)`` (only the entries in ``mask`` may be used)
+    and a bool mask: ``(B, W)`` acquired columns of 2-D slices, or ``(B, H, W)`` acquired
+    points of ky-kz planes (:class:`activemri.geometry.Points`). Optional keyword inputs
+    (``aux``):
 
     - ``num_low_frequencies``: int or ``(B,)`` tensor, the size of the fully sampled central
       (ACS) block. Models that estimate coil sensitivities need it *explicitly*: inferring it
@@ -167,8 +169,11 @@ class Reconstructor(nn.Module):
                 f"kspace must be complex (B, C, H, W), got {tuple(kspace.shape)} {kspace.dtype}"
             )
         b, c, h, w = kspace.shape
-        if mask.dtype != torch.bool or tuple(mask.shape) != (b, w):
-            raise ValueError(f"mask must be bool ({b}, {w}), got {tuple(mask.shape)} {mask.dtype}")
+        if mask.dtype != torch.bool or tuple(mask.shape) not in ((b, w), (b, h, w)):
+            raise ValueError(
+                f"mask must be bool ({b}, {w}) (columns) or ({b}, {h}, {w}) (points), got "
+                f"{tuple(mask.shape)} {mask.dtype}"
+            )
         if c > 1 and not self.supports_multicoil:
             raise ValueError(f"{type(self).__name__} handles single-coil data only, got {c} coils")
         if h < self.recon_size[0] or w < self.recon_size[1]:

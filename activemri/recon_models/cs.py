@@ -126,7 +126,7 @@ class TVReconstructor(Reconstructor):
                 aux.get("num_low_frequencies"), kspace.shape[0], kspace.device
             )
             # Only acquired columns: an ACS block not fully in the mask must not see unseen data.
-            sens = estimate_sens_maps(apply_mask(kspace, mask), num_low)
+            sens = estimate_sens_maps(apply_mask(kspace, mask), num_low, points=mask.ndim == 3)
         with torch.no_grad():
             image = tv_reconstruct(kspace, mask, self.lam, self.iterations, sens)
         return ReconOutput(center_crop(image.abs(), self.recon_size).float())

@@ -20,6 +20,7 @@ from activemri.masks import (
     make_mask,
     volume_seed,
 )
+from activemri.masks2d import MASK_TYPES_2D, make_mask_2d
 from activemri.metrics import ssim
 from activemri.recon_models.base import Reconstructor
 
@@ -34,6 +35,22 @@ def default_acs_lines(valid_width: int, acceleration: float) -> int:
     return max(2, round(valid_width * 0.32 / acceleration))
 
 
+def default_calibration_side(shape: tuple[int, int]) -> int:
+    """Side of the central ky-kz calibration block of a 3-D volume's plane.
+
+    A sixth of the plane's shorter side (8 for the built-in 64x48 planes, as
+    ``ActiveMRI/Builtin3D-v0`` starts from), at least 2.
+    """
+    return max(2, round(min(shape) / 6))
+
+
+def point_mask_rule_parts(sample: SliceSample) -> tuple[tuple[int, int], np.ndarray]:
+    """``(plane shape, measured points (H, W))`` of a 3-D volume's ky-kz plane."""
+    height, width = int(sample.kspace.shape[-2]), int(sample.kspace.shape[-1])
+    columns = sample.meta.valid_columns(width).numpy()
+    return (height, width), np.broadcast_to(columns, (height, width)).copy()
+
+
 @dataclass
 class MaskedBatch:
     """A batch of slices with their sampling masks.
@@ -41,7 +58,7 @@ class MaskedBatch:
     Attributes:
         kspace: Complex ``(B, C, H, W)``.
         target: ``(B, h, w)`` or ``None``.
-        mask: Bool ``(B, W)``.
+        mask: Bool ``(B, W)``, or ``(B, H, W)`` point masks (ky-kz planes of 3-D volumes).
         num_low: Long ``(B,)`` ACS sizes.
         valid: Bool ``(B, W)`` measured columns.
         data_range: ``(B,)`` volume maximum (or target maximum where unknown; NaN without target).
@@ -132,11 +149,25 @@ def fixed_mask_rule(mask_type: str, acceleration: float, fastmri_seeding: bool =
             f"fastMRI seeding needs a fastMRI mask type ({', '.join(FASTMRI_MASK_TYPES)}), "
             f"got {mask_type!r}"
         )
-    if mask_type not in MASK_TYPES:
+    if mask_type not in MASK_TYPES and mask_type not in MASK_TYPES_2D:
         choices = [*MASK_TYPES, *FASTMRI_MASK_TYPES]
-        raise ValueError(f"unknown mask type {mask_type!r}; choose from {choices}")
+        raise ValueError(
+            f"unknown mask type {mask_type!r}; choose from {choices} (lines) or "
+            f"{list(MASK_TYPES_2D)} (points of 3-D volumes)"
+        )
 
     def rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        if sample.meta.encoding == "3d":  # a ky-kz plane: a point mask
+            if mask_type not in MASK_TYPES_2D:
+                raise ValueError(
+                    f"{sample.meta.file.name} is a 3-D volume (ky-kz point masks): mask type "
+                    f"{mask_type!r} is for lines; choose from {list(MASK_TYPES_2D)}"
+                )
+            shape, plane = point_mask_rule_parts(sample)
+            side = default_calibration_side(shape)
+            count = max(min(side, shape[0]) * min(side, shape[1]),
+                        round(int(plane.sum()) / acceleration))  # fmt: skip
+            return make_mask_2d(mask_type, shape, count, side, rng, plane)
         valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
         n_valid = int(valid.sum())
         acs = default_acs_lines(n_valid, acceleration)
@@ -344,7 +375,12 @@ def evaluate_reconstructor(
         files = [str(m.file) for m in metas]
         ranges = batch.data_range.tolist()
         # What the mask actually acquired: fastMRI's masks fix the rate, not the count.
-        run_at = (batch.valid.sum(-1) / (batch.mask & batch.valid).sum(-1).clamp(min=1)).tolist()
+        measured = (
+            batch.valid if batch.mask.ndim == 2 else batch.valid[:, None, :].expand_as(batch.mask)
+        )
+        run_at = (
+            measured.flatten(1).sum(1) / (batch.mask & measured).flatten(1).sum(1).clamp(min=1)
+        ).tolist()
         batch = batch.to(device)
         if batch.target is None:
             raise ValueError("evaluation needs targets; the dataset has none")

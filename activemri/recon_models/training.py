@@ -58,6 +58,7 @@ from activemri._io import atomic_write_text
 from activemri.data import SliceDataset, SliceSample, ensure_builtin
 from activemri.kspace import acs_mask, apply_mask
 from activemri.masks import MASK_TYPES, make_mask
+from activemri.masks2d import MASK_TYPES_2D, make_mask_2d
 from activemri.recon_models.augment import AugmentConfig, augment_batch
 from activemri.recon_models.base import Reconstructor, bf16_autocast
 from activemri.recon_models.calibration import fit_sigma_scale
@@ -66,8 +67,10 @@ from activemri.recon_models.evaluate import (
     MaskedBatch,
     MaskedSlices,
     default_acs_lines,
+    default_calibration_side,
     evaluate_reconstructor,
     iterate_batches,
+    point_mask_rule_parts,
 )
 from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_loss
 from activemri.recon_models.registry import ReconPreset, load_preset
@@ -101,7 +104,10 @@ class TrainConfig:
         lr_step: Epochs between learning-rate decays.
         lr_gamma: Decay factor.
         weight_decay: Adam weight decay.
-        patterns: Mask patterns drawn per sample (supervised).
+        patterns: Mask patterns drawn per sample (supervised): line patterns of
+            :data:`~activemri.masks.MASK_TYPES` for slices, point patterns of
+            :data:`~activemri.masks2d.MASK_TYPES_2D` for the ky-kz planes of 3-D volumes (each
+            kind of data draws from the patterns of its kind; ``random`` if none).
         max_fraction: Largest fraction of measured lines in a training mask (0.5 = 2x).
         acs_accelerations: Accelerations whose fastMRI ACS fractions give the ACS block sizes
             drawn per sample (supervised), so the model sees every ACS size it is evaluated at.
@@ -181,9 +187,12 @@ class TrainConfig:
             raise ValueError(f"mode must be 'supervised' or 'ssdu', got {self.mode!r}")
         if self.loss not in ("l1", "ssim"):
             raise ValueError(f"loss must be 'l1' or 'ssim', got {self.loss!r}")
-        unknown = set(self.patterns) - set(MASK_TYPES)
+        unknown = set(self.patterns) - set(MASK_TYPES) - set(MASK_TYPES_2D)
         if not self.patterns or unknown:
-            raise ValueError(f"patterns must be among {list(MASK_TYPES)}, got {self.patterns}")
+            raise ValueError(
+                f"patterns must be among {list(MASK_TYPES)} (lines) or {list(MASK_TYPES_2D)} "
+                f"(points of 3-D volumes), got {self.patterns}"
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
         if not 0.0 < self.max_fraction <= 1.0:
@@ -255,7 +264,25 @@ def training_domain(dataset: SliceDataset, config: TrainConfig) -> dict[str, Any
 
 
 def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random.Generator], Any]:
+    def point_rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """Point masks of a 3-D volume's ky-kz plane, over the same range of counts."""
+        if config.mode == "ssdu":
+            raise ValueError(
+                f"{sample.meta.file.name} is a 3-D volume: SSDU training is for line masks of "
+                "2-D slices"
+            )
+        shape, plane = point_mask_rule_parts(sample)
+        side = default_calibration_side(shape)
+        fewest = min(side, shape[0]) * min(side, shape[1])
+        most = max(fewest, round(config.max_fraction * int(plane.sum())))
+        count = int(rng.integers(fewest, most + 1))
+        patterns = [p for p in config.patterns if p in MASK_TYPES_2D] or ["random"]
+        pattern = patterns[int(rng.integers(len(patterns)))]
+        return make_mask_2d(pattern, shape, count, side, rng, plane)
+
     def rule(sample: SliceSample, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        if sample.meta.encoding == "3d":
+            return point_rule(sample, rng)
         valid = sample.meta.valid_columns(sample.kspace.shape[-1]).numpy()
         n_valid = int(valid.sum())
         if config.mode == "ssdu":
@@ -271,7 +298,8 @@ def _training_mask_rule(config: TrainConfig) -> Callable[[SliceSample, np.random
         acs = default_acs_lines(n_valid, accel)
         most = max(acs, round(config.max_fraction * n_valid))
         lines = int(rng.integers(acs, most + 1))
-        pattern = config.patterns[int(rng.integers(len(config.patterns)))]
+        line_patterns = [p for p in config.patterns if p in MASK_TYPES] or ["random"]
+        pattern = line_patterns[int(rng.integers(len(line_patterns)))]
         return make_mask(pattern, len(valid), lines, acs, rng, valid)
 
     return rule

@@ -16,7 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from activemri.kspace import acs_mask, apply_mask, center_crop, fft2c, ifft2c, rss, zero_filled
+from activemri.kspace import (
+    acs_mask,
+    apply_mask,
+    broadcast_mask,
+    center_crop,
+    fft2c,
+    ifft2c,
+    rss,
+    zero_filled,
+)
 from activemri.recon_models.base import ReconOutput, Reconstructor, num_low_frequencies_tensor
 from activemri.recon_models.unet import LOGVAR_RANGE, Unet, normalize_instance
 
@@ -74,10 +83,15 @@ class SensitivityModel(nn.Module):
         super().__init__()
         self.norm_unet = NormUnet(chans, num_pools, drop_prob=drop_prob)
 
-    def forward(self, masked_kspace: torch.Tensor, num_low: torch.Tensor) -> torch.Tensor:
-        """Estimate ``(B, C, H, W)`` complex sensitivities with ``sum_c |S_c|^2 = 1``."""
+    def forward(
+        self, masked_kspace: torch.Tensor, num_low: torch.Tensor, points: bool = False
+    ) -> torch.Tensor:
+        """Estimate ``(B, C, H, W)`` complex sensitivities with ``sum_c |S_c|^2 = 1``.
+
+        ``points``: the ACS block is the central ``n x n`` ky-kz block (point masks).
+        """
         b, c, h, w = masked_kspace.shape
-        acs = apply_mask(masked_kspace, acs_mask(num_low, w))
+        acs = apply_mask(masked_kspace, acs_mask(num_low, w, h if points else None))
         coils = ifft2c(acs).reshape(b * c, 1, h, w)
         maps = self.norm_unet(coils).reshape(b, c, h, w)
         normalized: torch.Tensor = maps / rss(maps, dim=1).unsqueeze(1)
@@ -132,7 +146,7 @@ class VarNet(nn.Module):
         self, masked_kspace: torch.Tensor, mask: torch.Tensor, num_low: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the predicted k-space ``(B, C, H, W)`` and the sensitivity maps."""
-        sens_maps = self.sens_net(masked_kspace, num_low)
+        sens_maps = self.sens_net(masked_kspace, num_low, points=mask.ndim == 3)
         kspace = masked_kspace.clone()
         for cascade in self.cascades:
             kspace = cascade(kspace, masked_kspace, mask, sens_maps)
@@ -207,7 +221,7 @@ class VarNetReconstructor(Reconstructor):
         measured = apply_mask(kspace, mask)
         prediction: torch.Tensor = self.varnet(measured, mask, num_low)[0]
         if self.final_dc:
-            prediction = torch.where(mask[:, None, None, :], measured, prediction)
+            prediction = torch.where(broadcast_mask(measured, mask), measured, prediction)
         return prediction
 
     def forward(self, kspace: torch.Tensor, mask: torch.Tensor, **aux: Any) -> ReconOutput:

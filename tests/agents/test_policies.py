@@ -16,6 +16,7 @@ from activemri.agents import (
 )
 from activemri.envs.core import AcquisitionCore
 from activemri.envs.observation import observe, policy_observation
+from activemri.geometry import Lines
 from activemri.recon_models import ZeroFilled
 
 B, C, H, W, h, w = 3, 1, 24, 21, 16, 15
@@ -39,7 +40,10 @@ def _state(model, device, budget=6, seed=0):
 def _obs(state):
     """A policy observation of ``state``: what it may see (acquired data only)."""
     keys = ["mask", "uncertainty"] if state.uncertainty is not None else ["mask"]
-    return policy_observation(state, observe(state, keys))
+    width = state.mask.shape[1]
+    rank = torch.as_tensor(Lines().center_rank(1, width), device=state.mask.device)
+    grid = torch.tensor([1, width], device=state.mask.device)
+    return policy_observation(state, observe(state, keys), rank, grid)
 
 
 def test_center_out_order_alternates_from_the_center():
