@@ -73,7 +73,7 @@ class Geometry(ABC):
 
     @abstractmethod
     def recon_mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """The mask a reconstructor takes: lines ``(B, W)``; points ``(B, H, W)`` (a view)."""
+        """The mask a reconstructor takes: lines ``(B, W)``; points ``(B, H, W)``."""
 
     @abstractmethod
     def broadcast(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -197,7 +197,8 @@ class Points(Geometry):
             if cols.size:
                 # the ellipse inscribed in the measured rectangle, centered on the k-space center
                 ky = (np.arange(height) - height // 2) / (height / 2)
-                kz = (np.arange(columns.size) - columns.size // 2) / (cols.size / 2)
+                middle = (int(cols[0]) + int(cols[-1]) + 1) // 2  # W // 2 without padding
+                kz = (np.arange(columns.size) - middle) / (cols.size / 2)
                 plane &= ky[:, None] ** 2 + kz[None, :] ** 2 <= 1.0 + 1e-9
         out: BoolArray = plane.reshape(-1)
         return out
@@ -230,11 +231,11 @@ class Points(Geometry):
 
     def recon_mask(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """See :meth:`Geometry.recon_mask`."""
-        return mask.view(mask.shape[0], height, width)
+        return mask.reshape(mask.shape[0], height, width)
 
     def broadcast(self, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """See :meth:`Geometry.broadcast`."""
-        return mask.view(mask.shape[0], 1, height, width)
+        return mask.reshape(mask.shape[0], 1, height, width)
 
     def take(self, kspace: torch.Tensor, rows: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """See :meth:`Geometry.take`."""

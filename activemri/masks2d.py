@@ -127,6 +127,8 @@ def variable_density_mask_2d(
 ) -> tuple[BoolArray, int]:
     """Calibration block plus points drawn with density ``(1 - r)^power`` (floored at 1e-3)."""
     base, free = _prepare(shape, num_points, n, valid)
+    if num_points == int(base.sum()):
+        return base.copy(), n
     density = np.clip(1.0 - normalized_radius(shape) / math.sqrt(2.0), 0.0, 1.0) ** power
     candidates = np.flatnonzero(free.ravel())
     weights = np.maximum(density.ravel()[candidates], 1e-3)

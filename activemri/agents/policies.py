@@ -47,7 +47,7 @@ def free_lines(obs: Obs) -> torch.Tensor:
     return obs["action_mask"].bool()
 
 
-def _center_rank(obs: Obs, num_actions: int, device: torch.device) -> np.ndarray:
+def _center_rank(obs: Obs, num_actions: int) -> np.ndarray:
     """Each action's center-out rank: the geometry's (``center_rank``), else the lines'."""
     if "center_rank" in obs:
         rank: np.ndarray = obs["center_rank"].cpu().numpy()
@@ -151,7 +151,7 @@ class FixedOrderPolicy(Policy):
             raise ValueError("order must not repeat a column")
         self.order = [int(c) for c in order]
         self.name = name
-        self._ranks: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._ranks: dict[tuple[int, tuple[int, ...], torch.device], torch.Tensor] = {}
 
     @classmethod
     def from_mask(
@@ -162,13 +162,14 @@ class FixedOrderPolicy(Policy):
         return cls([c for c in center_out_order(len(mask)) if c in chosen], name=name)
 
     def _rank(self, obs: Obs, width: int, device: torch.device) -> torch.Tensor:
-        key = (width, device)
+        grid = tuple(obs["action_grid"].tolist()) if "action_grid" in obs else (1, width)
+        key = (width, grid, device)
         if key not in self._ranks:
             if any(c >= width or c < 0 for c in self.order):
                 raise ValueError(f"order has actions outside [0, {width})")
             rank = np.full(width, np.inf)
             rank[self.order] = np.arange(len(self.order))
-            center = _center_rank(obs, width, device)
+            center = _center_rank(obs, width)
             rest = [int(c) for c in np.argsort(center, kind="stable") if not np.isfinite(rank[c])]
             rank[rest] = len(self.order) + np.arange(len(rest))
             self._ranks[key] = torch.as_tensor(rank, dtype=torch.float32, device=device)
@@ -225,7 +226,7 @@ class FixedMaskPolicy(Policy):
                 f"mask type {self.mask_type!r} is for {'lines' if points else 'points'}; this "
                 f"env acquires {'points' if points else 'lines'}: choose from {sorted(table)}"
             )
-        center_out = np.argsort(_center_rank(obs, width, mask.device), kind="stable")
+        center_out = np.argsort(_center_rank(obs, width), kind="stable")
         index = torch.as_tensor(list(rows), dtype=torch.long, device=mask.device)
         # One device-to-host copy for all new episodes; masks are drawn with NumPy.
         valid, initial = obs["valid"][index].cpu().numpy(), mask[index].cpu().numpy()

@@ -136,6 +136,11 @@ def run_policy(
     """
     if venv.config.resolved_order != "sequential":
         raise ValueError("evaluation needs order='sequential' (one pass over the split)")
+    if venv.core.reward_timing != "dense":
+        raise ValueError(
+            "evaluation records every step's metrics, which reward_timing='terminal' computes "
+            "only at the last step: build the env with reward_timing='dense'"
+        )
     info: dict[str, Any]
     obs, info = venv.torch_reset(seed=seed)
     rows_all = list(range(venv.num_envs))
@@ -181,7 +186,9 @@ def run_policy(
                 if episodes[row].dataset_index == first:
                     final_obs = info["final_obs"]
                     example["reconstruction"] = final_obs["reconstruction"][row, 0].cpu().numpy()
-                    example["mask"] = final_obs["mask"][row].cpu().numpy().astype(bool)
+                    mask = final_obs["mask"][row].cpu().numpy().astype(bool)
+                    grid = venv.geometry.grid(*venv.kspace_shape[1:])
+                    example["mask"] = mask if grid[0] == 1 else mask.reshape(grid)
                 if progress is not None:
                     progress(1)
             new = venv.episodes[row]

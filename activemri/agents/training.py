@@ -151,16 +151,18 @@ def evaluate_policy_auc(policy: AgentPolicy, venv: ActiveMRIVectorEnv) -> tuple[
     from activemri.metrics import normalized_auc
 
     runs = run_policy(venv, policy, seed=0)
-    lines = np.asarray(runs.lines, dtype=np.float64)
-    ssim = np.asarray(runs.metrics["ssim"], dtype=np.float64)
-    pairs = zip(lines, ssim, strict=True)
-    aucs = np.array([normalized_auc(row_lines, row) for row_lines, row in pairs])
-    return float(aucs.mean()), float(ssim[:, -1].mean())
+    # one row per slice; rows differ in length when budgets are drawn per episode
+    pairs = zip(runs.lines, runs.metrics["ssim"], strict=True)
+    aucs = [normalized_auc(np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in pairs]
+    finals = [row[-1] for row in runs.metrics["ssim"]]
+    return float(np.mean(aucs)), float(np.mean(finals))
 
 
 def _eval_env(preset: AgentPreset, device: str) -> ActiveMRIVectorEnv:
     schedule = preset.eval
-    overrides = {**preset.env_overrides, "device": device, "split": schedule.split}
+    # every step's metrics are the curve: dense whatever the agent trains with
+    overrides = {**preset.env_overrides, "device": device, "split": schedule.split,
+                 "reward_timing": "dense"}  # fmt: skip
     overrides.update(order="sequential", max_slices=schedule.slices)
     n = preset.n_envs if schedule.slices is None else min(preset.n_envs, schedule.slices)
     venv = gym.make_vec(

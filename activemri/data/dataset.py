@@ -15,8 +15,9 @@ write them) use the same datasets with the first axis changed: ``kspace`` is the
 the target holds one ``(h, w)`` image per readout position, ``(Kx, h, w)``; the header's
 sizes and padding describe the ky-kz plane (padding along kz). Item ``x`` is the ky-kz plane
 at readout position ``x``: the loader inverse-transforms the readout (centered, orthonormal)
-once per volume, as scanners do, and keeps that one volume in memory while its planes are
-read. A volume that holds NaN anywhere is unreadable in every plane (the transform spreads it).
+once per volume, as scanners do, and keeps transformed volumes in memory while their planes
+are read (up to ``volume_cache_bytes``). A volume that holds NaN anywhere is unreadable in every
+plane (the transform spreads it).
 
 Error policy:
 
@@ -36,6 +37,7 @@ Error policy:
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,6 +415,9 @@ class SliceDataset(Dataset[SliceSample]):
             read targets.
         max_skipped_fraction: Fail if more than this fraction of the files found is invalid.
         warn: Emit a :class:`DataWarning` for each skipped file.
+        volume_cache_bytes: Memory for 3-D volumes whose readout has been transformed (read
+            once, then served plane by plane; least recently used dropped first, the latest
+            always kept). Shuffled access to volumes larger than this re-reads them.
 
     Attributes:
         volumes: The valid, selected volumes, sorted by path.
@@ -434,6 +439,7 @@ class SliceDataset(Dataset[SliceSample]):
         target_key: str | None = "auto",
         max_skipped_fraction: float = 0.5,
         warn: bool = True,
+        volume_cache_bytes: int = 1 << 29,
     ) -> None:
         root = Path(root)
         if root.is_file():
@@ -496,7 +502,9 @@ class SliceDataset(Dataset[SliceSample]):
                 f"{sorted(found_widths)})"
             )
         self.volumes: list[VolumeInfo] = valid
-        self._hybrid: tuple[Path, np.ndarray] | None = None  # one 3-D volume, readout done
+        # 3-D volumes with the readout transformed, most recent last, keyed by file identity
+        self._volumes: OrderedDict[tuple[Path, int, int], np.ndarray] = OrderedDict()
+        self.volume_cache_bytes = int(volume_cache_bytes)
         self._index: list[tuple[int, int]] = [
             (v, s) for v, info in enumerate(valid) for s in range(info.num_slices)
         ]
@@ -564,14 +572,30 @@ class SliceDataset(Dataset[SliceSample]):
         )
 
     def _plane(self, path: Path, hf: h5py.File, position: int) -> np.ndarray:
-        """The ky-kz plane at readout ``position`` of a 3-D volume (see the module docstring)."""
-        if self._hybrid is None or self._hybrid[0] != path:
+        """The ky-kz plane at readout ``position`` of a 3-D volume (see the module docstring).
+
+        Transformed volumes are kept while they fit in ``volume_cache_bytes`` (the latest
+        always), keyed by the file's path, size and modification time, so a file rewritten
+        on disk is read again.
+        """
+        stat = path.stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        hybrid = self._volumes.get(key)
+        if hybrid is None:
             volume = np.asarray(hf["kspace"][()], dtype=np.complex64)
             with np.errstate(invalid="ignore", over="ignore"):
                 shifted = np.fft.ifftshift(volume, axes=0)
-                hybrid = np.fft.fftshift(np.fft.ifft(shifted, axis=0, norm="ortho"), axes=0)
-            self._hybrid = (path, hybrid.astype(np.complex64))
-        return np.ascontiguousarray(self._hybrid[1][position])
+                full = np.fft.fftshift(np.fft.ifft(shifted, axis=0, norm="ortho"), axes=0)
+            hybrid = full.astype(np.complex64)
+            for old in [k for k in self._volumes if k[0] == path]:
+                del self._volumes[old]
+            self._volumes[key] = hybrid
+            while len(self._volumes) > 1 and (
+                sum(v.nbytes for v in self._volumes.values()) > self.volume_cache_bytes
+            ):
+                self._volumes.popitem(last=False)
+        self._volumes.move_to_end(key)
+        return np.ascontiguousarray(hybrid[position])
 
     def __repr__(self) -> str:
         return (

@@ -80,7 +80,8 @@ class EnvState:
         repeated: Bool ``(B,)``: the last transition added no line (False at the start).
         recon: Current reconstruction ``(B, h, w)``.
         uncertainty: Current per-pixel standard deviation ``(B, h, w)`` or ``None``.
-        metrics: ``ssim``, ``psnr``, ``nmse``, ``mse`` of ``recon`` against ``target``, ``(B,)``.
+        metrics: ``ssim``, ``psnr``, ``nmse``, ``mse`` of ``recon`` against ``target``, ``(B,)``
+            (with ``reward_timing="terminal"``: of the episode's last scored state).
         score: The reward metric, signed so that higher is better, ``(B,)``.
         scale: Observation scale ``(B,)``: the maximum of the episode's initial zero-filled
             image (depends on acquired data only).
@@ -396,14 +397,16 @@ class AcquisitionCore:
         donate: bool = False,
         timer: Timer = _no_timer,
     ) -> EnvState:
-        """The state after acquiring line ``actions[i]`` in episode ``i``, reconstructed and scored.
+        """The state after action ``actions[i]`` in episode ``i``, reconstructed and scored.
 
-        An action on a line already acquired, or on a non-measured (padding) column, adds
-        nothing and still takes the step (``repeated`` is True; see :meth:`reward`).
+        An action on a line (or point) already acquired, or a non-measured one, adds nothing
+        and still takes the step (``repeated`` is True; see :meth:`reward`). With
+        ``reward_timing="terminal"`` only the episodes this step ends are scored (see the
+        class docstring).
 
         Args:
             state: The episodes (all of them step).
-            actions: Long ``(B,)`` column indices in ``[0, W)`` on the core's device (checked
+            actions: Long ``(B,)`` action indices in ``[0, A)`` on the core's device (checked
                 by the env layers, which see them on the host).
             donate: Reuse ``state``'s acquisition buffers (``mask``, ``observed``,
                 ``coil_images``) in place instead of copying them; afterwards read only the
@@ -416,6 +419,8 @@ class AcquisitionCore:
         with timer("mask_fft"):
             rows = torch.arange(state.batch_size, device=self.device)
             actions = actions.to(self.device, torch.long)
+            # before the mask is (possibly) donated: episodes that had ended already
+            ended = state.done() if self.reward_timing == "terminal" else None
             mask, observed, coils = state.mask, state.observed, state.coil_images
             if not donate:
                 mask, observed = mask.clone(), observed.clone()
@@ -441,7 +446,8 @@ class AcquisitionCore:
         nxt.score = state.score.clone()
         if self._shows_images:
             self._reconstruct(nxt, timer)
-        ending = torch.nonzero(nxt.done()).flatten()
+        assert ended is not None
+        ending = torch.nonzero(nxt.done() & ~ended).flatten()
         if ending.numel():
             self._reconstruct_and_score_rows(nxt, ending, reconstruct=not self._shows_images)
         return nxt
@@ -562,7 +568,7 @@ class AcquisitionCore:
 
         Args:
             state: The episodes.
-            lines: Long ``(B, K)`` candidate columns per episode, in ``[0, W)`` (checked by
+            lines: Long ``(B, K)`` candidate actions per episode, in ``[0, A)`` (checked by
                 the env layers).
             metric: Metric to report (default: the reward metric), signed so higher is better.
 

@@ -32,10 +32,12 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
     sub-env and autoreset disabled: :attr:`venv`), so the two run the same code.
 
     ## Action Space
-    ``Discrete(W)``: the column to acquire. :meth:`action_masks` gives the lines that add
-    information (measured and not yet acquired), the protocol of sb3-contrib's
-    ``MaskablePPO``. Any other in-range column (a *repeat*) changes nothing and costs the
-    step (see Rewards). A value outside ``[0, W)`` or a non-integer raises ``ValueError``.
+    ``Discrete(W)``: the column to acquire (with ``geometry="points"``, ``Discrete(H*W)``:
+    the ky-kz point ``(a // W, a % W)`` of a 3-D volume's plane; "lines" below then means
+    points). :meth:`action_masks` gives the lines that add information (measured and not
+    yet acquired), the protocol of sb3-contrib's ``MaskablePPO``. Any other in-range action
+    (a *repeat*) changes nothing and costs the step (see Rewards). A value outside the
+    action space or a non-integer raises ``ValueError``.
 
     ## Observation Space
     A ``Dict`` of the entries ``observation=`` selects (default: ``reconstruction``, ``mask``
@@ -176,7 +178,7 @@ class ActiveMRIEnv(gym.Env[Obs, np.int64]):
         """Acquire line ``action`` (see Rewards and Episode End).
 
         Args:
-            action: A column index in ``[0, W)``.
+            action: An action index in ``[0, A)`` (a column, or a flat ky-kz point).
 
         Returns:
             ``(observation, reward, terminated, truncated, info)``.

@@ -86,8 +86,9 @@ class Scenario:
             ``round(measured / low)``.
         reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`.
         reward_timing: ``"dense"`` (the default): every step is rewarded with its score gain.
-            ``"terminal"``: every step but the last is rewarded 0 and the last with the
-            episode's gain, final - initial score (the same return); the score is then
+            ``"terminal"``: every step but the last is rewarded 0 (less any
+            ``repeat_penalty``) and the last with the episode's gain, final - initial score
+            (the same return); the score is then
             computed only at the last step, and the reconstruction too unless the
             observation shows it (see ``envs/README.md``).
         repeat_penalty: Subtracted from the reward of a step that adds no line (a repeated or
@@ -273,8 +274,9 @@ class Scenario:
             end = round(num_valid / fastest)
             if end <= num_initial:
                 highest = num_valid / (num_initial + 1)
+                name = "acceleration" if self.acceleration is not None else "acceleration_range end"
                 raise BudgetError(
-                    f"acceleration {fastest:g} ends at round({num_valid} / {fastest:g}) = "
+                    f"{name} {fastest:g} ends at round({num_valid} / {fastest:g}) = "
                     f"{end} lines, but the initial mask already has {num_initial}: choose an "
                     f"acceleration of at most {highest:.3g} or fewer initial lines"
                 )
@@ -423,6 +425,12 @@ def resolve_scenario(spec: str | Mapping[str, Any] | Scenario, **overrides: Any)
         name = values.pop("base", None)
         if name is None:
             return _with(from_mapping(Scenario, values, section=_SECTION), overrides)
+        if any(key in overrides for key in _LENGTHS):  # an override's length replaces
+            values = {k: v for k, v in values.items() if k not in _LENGTHS}
+        if {"initial_lines", "center_fraction"} & set(overrides):
+            values = {
+                k: v for k, v in values.items() if k not in ("initial_lines", "center_fraction")
+            }
         return resolve_scenario(str(name), **{**values, **overrides})
     else:
         raise ValueError(

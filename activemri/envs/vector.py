@@ -431,7 +431,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
 
         Args:
             actions: Column per sub-env, an integer tensor (``torch.long``).
-            check: Verify the actions are in ``[0, W)`` (one device-to-host transfer).
+            check: Verify the actions are in ``[0, A)`` (one device-to-host transfer).
             timer: Profiling hook.
 
         Returns:
@@ -530,7 +530,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         """What a policy is given at a step: ``obs`` and what follows from acquired data.
 
         Adds :data:`~activemri.envs.observation.POLICY_KEYS` (``action_mask``, ``valid``,
-        ``budget``, ``steps``, ``budget_used``, ``num_low``); see
+        ``budget``, ``steps``, ``budget_used``, ``budget_left``, ``num_low``, and the
+        geometry's ``center_rank`` and ``action_grid``); see
         :func:`activemri.envs.observation.policy_observation`.
         """
         return self._core.policy_observation(self.state, obs)
@@ -554,7 +555,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         return self.state.free_lines()
 
     def check_actions(self, actions: Any) -> np.ndarray:
-        """Host actions validated: integers in ``[0, W)``, one per sub-env, as int64."""
+        """Host actions validated: integers in ``[0, A)``, one per sub-env, as int64."""
         arr = np.asarray(actions)
         if arr.shape != (self.num_envs,):
             raise ValueError(f"expected {self.num_envs} action(s), got shape {arr.shape}")
@@ -601,7 +602,7 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         """Step every sub-environment; ended ones are reset as ``autoreset_mode`` says.
 
         Args:
-            actions: ``(B,)`` integer columns in ``[0, W)``.
+            actions: ``(B,)`` integer actions in ``[0, A)`` (columns, or flat ky-kz points).
 
         Returns:
             ``(obs, rewards, terminated, truncated, infos)``; see the class docstring for

@@ -150,21 +150,30 @@ def plot_final(doc: Mapping[str, Any], path: Path) -> Path:
 
 
 def plot_example(examples: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) -> Path:
-    """Target, then each policy's final reconstruction with its mask underneath."""
+    """Target, then each policy's final reconstruction with its mask underneath.
+
+    A line mask (``(W,)``) is drawn as a strip; a point mask of a ky-kz plane (``(H, W)``)
+    as an image of the plane (white: acquired).
+    """
     plt = _pyplot()
     names = list(examples)
     first = examples[names[0]]
-    fig, axes = plt.subplots(2, len(names) + 1, figsize=(2.2 * (len(names) + 1), 3.2),
-                             gridspec_kw={"height_ratios": [5, 1]})  # fmt: skip
+    planes = any(np.ndim(examples[n]["mask"]) == 2 for n in names)
+    size = (2.2 * (len(names) + 1), 4.6 if planes else 3.2)
+    ratios = [1, 1] if planes else [5, 1]
+    fig, axes = plt.subplots(2, len(names) + 1, figsize=size, gridspec_kw={"height_ratios": ratios})
     vmax = float(np.max(first["target"]))
     axes[0, 0].imshow(first["target"], cmap="gray", vmin=0, vmax=vmax)
     axes[0, 0].set_title("target", fontsize=8)
     for j, name in enumerate(names, start=1):
         example = examples[name]
+        mask = np.asarray(example["mask"], dtype=float)
+        unit = "points" if mask.ndim == 2 else "lines"
         axes[0, j].imshow(example["reconstruction"], cmap="gray", vmin=0, vmax=vmax)
-        axes[0, j].set_title(f"{name}\n{int(example['mask'].sum())} lines", fontsize=8)
-        axes[1, j].imshow(np.tile(example["mask"][None].astype(float), (8, 1)), cmap="gray",
-                          aspect="auto", vmin=0, vmax=1)  # fmt: skip
+        axes[0, j].set_title(f"{name}\n{int(mask.sum())} {unit}", fontsize=8)
+        shown = mask if mask.ndim == 2 else np.tile(mask[None], (8, 1))
+        axes[1, j].imshow(shown, cmap="gray", aspect="equal" if mask.ndim == 2 else "auto",
+                          vmin=0, vmax=1, interpolation="nearest")  # fmt: skip
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -283,3 +283,28 @@ def test_knee_presets_run_on_knee_geometry(knee_like: Path, name: str) -> None:
     else:
         actions, _ = model.predict(obs, action_masks=free)  # type: ignore[call-arg]
         assert free[np.arange(2), actions].all()
+
+
+def test_one_agent_for_a_range_of_budgets_is_evaluated_at_each(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    from activemri.evaluation.harness import EvalSettings, evaluate
+
+    overrides = tiny_config(tiny_data, budget=None, acceleration_range=[2.0, 4.0])
+    preset = _preset(tiny_data, env_overrides=overrides,
+                     observation=["reconstruction", "mask", "budget_left"])  # fmt: skip
+    train_agent(preset, tmp_path / "agent", log=None)
+    policy = AgentPolicy.from_checkpoint(str(tmp_path / "agent" / "agent.zip"), device="cpu")
+    assert "budget_left" in policy.keys
+    env_overrides = {k: v for k, v in overrides.items() if k not in ("acceleration_range",)}
+    settings = EvalSettings(
+        policies=(f"agent:{tmp_path / 'agent' / 'agent.zip'}", "random"),
+        accelerations=(2.0, 4.0), split="all", max_slices=4, batch_size=2, device="cpu",
+        overrides=env_overrides,
+    )  # fmt: skip
+    doc = evaluate(settings, tmp_path / "eval", plots=False, log=None, show_progress=False)
+    runs = {(r["policy"], r["acceleration"]): r for r in doc["results"]}
+    assert {a for (p, a) in runs if p == "agent"} == {2.0, 4.0}
+    assert runs[("agent", 2.0)]["budget_aware"]
+    # each budget was its own run: the 2x episodes add twice the 4x lines
+    assert runs[("agent", 2.0)]["lines"][-1] > runs[("agent", 4.0)]["lines"][-1]

@@ -27,7 +27,7 @@ def test_a_range_is_a_scenario_length_and_overrides_replace_it():
         resolve_scenario({"initial_lines": 4, "acceleration_range": [4, 8, 9]})
     with pytest.raises(BudgetError, match="budget_range 40 exceeds"):
         resolve_scenario({"initial_lines": 4, "budget_range": [2, 40]}).end_line_bounds(30, 4)
-    with pytest.raises(BudgetError, match="acceleration 16"):
+    with pytest.raises(BudgetError, match="acceleration_range end 16"):
         accel_16 = resolve_scenario({"initial_lines": 4, "acceleration_range": [4, 16]})
         accel_16.end_line_bounds(64, 4)
 
@@ -121,3 +121,18 @@ def test_evaluation_forces_dense_metrics():
     overrides = _Envs(EvalSettings(policies=("random",))).config_overrides(4.0, None)
     assert overrides["reward_timing"] == "dense" and overrides["acceleration"] == 4.0
     assert np.isfinite(overrides["acceleration"])
+
+
+def test_a_length_override_replaces_a_based_mapping_s_length():
+    spec = {"base": "builtin-4x", "budget_range": [2, 9]}
+    assert resolve_scenario(spec, acceleration=4.0).budget_range is None
+    assert resolve_scenario(spec).budget_range == (2, 9)
+
+
+def test_terminal_timing_is_refused_by_evaluation_rollouts(tiny_data):
+    from activemri.agents import RandomPolicy
+    from activemri.agents.rollout import run_policy
+
+    venv = tiny_vec(tiny_data, 2, reward_timing="terminal", order="sequential")
+    with pytest.raises(ValueError, match="reward_timing='dense'"):
+        run_policy(venv, RandomPolicy(0))

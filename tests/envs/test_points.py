@@ -270,3 +270,32 @@ def test_reconstructors_train_and_evaluate_on_point_masks(tiny3d, tmp_path):
     assert 0 < report["model"]["ssim"]["mean"] <= 1
     with pytest.raises(ValueError, match="mask type 'variable_density_polynomial' is for lines"):
         evaluate_reconstructor(model, ds, "variable_density_polynomial", 4.0, seed=0)
+
+
+def test_evaluation_of_point_policies_with_2d_mask_figures(tiny3d, tmp_path):
+    from activemri.evaluation.harness import EvalSettings, evaluate
+
+    overrides = {k: v for k, v in _config(tiny3d).items() if k not in ("budget",)}
+    settings = EvalSettings(
+        policies=("random", "low_to_high", "poisson=mask:poisson", "equispaced"),
+        accelerations=(4.0, 8.0), split="all", max_slices=4, batch_size=2, device="cpu",
+        overrides=overrides,
+    )  # fmt: skip
+    doc = evaluate(settings, tmp_path / "eval", plots=True, log=None, show_progress=False)
+    labels = {(r["policy"], r["acceleration"]) for r in doc["results"]}
+    assert ("poisson", 8.0) in labels and ("low_to_high", 4.0) in labels
+    example = np.load(next((tmp_path / "eval" / "runs").rglob("poisson@4x.npz")))
+    assert example["mask"].shape == (16, 12)  # drawn as an image of the plane
+    assert example["mask"].sum() == round(16 * 12 / 4)
+    assert list((tmp_path / "eval").glob("*example*.png"))
+
+
+def test_the_volume_cache_follows_the_file(tiny3d, tmp_path):
+    src = sorted(tiny3d.glob("*.h5"))[0]
+    shutil.copy(src, tmp_path / src.name)
+    ds = SliceDataset(tmp_path, volume_cache_bytes=0)  # keeps only the latest volume
+    before = ds[0].kspace.clone()
+    with h5py.File(tmp_path / src.name, "r+") as hf:
+        hf["kspace"][...] = 2 * hf["kspace"][()]
+    torch.testing.assert_close(ds[0].kspace, 2 * before)  # rewritten on disk: read again
+    assert make_mask_2d("variable_density", (4, 4), 16, 4, np.random.default_rng(0))[0].all()
