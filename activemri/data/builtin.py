@@ -227,6 +227,17 @@ PRESETS: dict[str, BuiltinPreset] = {
             "3d-body", (64, 48), (64, 48), 6, 24, snr=25.0, anatomies=("body",), encoding="3d"
         ),
         BuiltinPreset(
+            "3d-body-multicoil",
+            (64, 48),
+            (64, 48),
+            6,
+            24,
+            num_coils=8,
+            snr=25.0,
+            anatomies=("body",),
+            encoding="3d",
+        ),
+        BuiltinPreset(
             "3d-multicoil",
             (64, 48),
             (64, 48),

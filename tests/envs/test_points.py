@@ -299,3 +299,19 @@ def test_the_volume_cache_follows_the_file(tiny3d, tmp_path):
         hf["kspace"][...] = 2 * hf["kspace"][()]
     torch.testing.assert_close(ds[0].kspace, 2 * before)  # rewritten on disk: read again
     assert make_mask_2d("variable_density", (4, 4), 16, 4, np.random.default_rng(0))[0].all()
+
+
+def test_a_greedy_point_ordering_is_learned_and_played(tiny3d, tmp_path):
+    from activemri.agents.learned_mask import learn_ordering, load_ordering
+    from activemri.agents.policies import FixedOrderPolicy
+
+    config = _config(tiny3d, split=None, order="sequential")
+    ordering = learn_ordering(config, sample_size=3, max_lines=24, out=tmp_path / "o.json")
+    assert ordering.width == 16 * 12 and len(ordering.initial) == 16
+    assert len(ordering.order) == 8 and not set(ordering.order) & set(ordering.initial)
+    assert np.all(np.diff(ordering.scores) > 0)  # each point added raises the sample's score
+    policy = FixedOrderPolicy(load_ordering(tmp_path / "o.json").order)
+    venv = ActiveMRIVectorEnv(2, **{**config, "budget": 8})
+    obs, _ = venv.torch_reset(seed=0)
+    first = policy.act(venv.torch_policy_observation(obs))
+    assert first.tolist() == [ordering.order[0]] * 2

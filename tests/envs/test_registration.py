@@ -53,6 +53,10 @@ def test_check_env_passes_on_every_registered_id(env_id, knee_like, knee_like_mu
         assert report.summary["lines_acquired"] == 32
     if env_id == "ActiveMRI/BuiltinMultiCoil-v0":
         assert report.summary["reconstructor"] == "UnetReconstructor"
+    if env_id == "ActiveMRI/Builtin3D-v0":  # ky-kz points of the built-in 3-D volumes
+        assert report.summary["reconstructor"] == "UnetReconstructor"
+        assert report.summary["actions"] == 64 * 48
+        assert report.summary["lines_acquired"] == 299  # points at 8x of 2,395 measured
     if env_id == "ActiveMRI/KneeSingleCoil-v0":
         assert report.summary["reconstructor"] == "UnetReconstructor"
         assert report.summary["actions"] == 368
