@@ -515,7 +515,8 @@ class AcquisitionCore:
             grid = self.geometry.grid(*key)
             self._grid_facts[key] = (
                 torch.as_tensor(rank, device=self.device),
-                torch.tensor(grid, dtype=torch.long, device=self.device),
+                # on the host: policies read its two ints every step without a device sync
+                torch.tensor(grid, dtype=torch.long),
             )
         center_rank, action_grid = self._grid_facts[key]
         return observations.policy_observation(

@@ -79,7 +79,8 @@ POLICY_KEYS = (
 ``(B, 1)``; ``num_low`` long ``(B,)`` size of the initial central block; and two facts of
 the acquisition geometry shared by the batch: ``center_rank`` float32 ``(A,)``, each
 action's place in the center-out (low-to-high) order, and ``action_grid`` long ``(2,)``, the
-action grid's shape (``(1, W)`` lines, ``(H, W)`` points; actions are its flat indices)."""
+action grid's shape (``(1, W)`` lines, ``(H, W)`` points; actions are its flat indices), a
+host tensor so that policies read it every step without a device sync."""
 
 
 def resolve_keys(

@@ -42,7 +42,7 @@ def _obs(state):
     keys = ["mask", "uncertainty"] if state.uncertainty is not None else ["mask"]
     width = state.mask.shape[1]
     rank = torch.as_tensor(Lines().center_rank(1, width), device=state.mask.device)
-    grid = torch.tensor([1, width], device=state.mask.device)
+    grid = torch.tensor([1, width])  # a host tensor, as the core gives it
     return policy_observation(state, observe(state, keys), rank, grid)
 
 
