@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from activemri._io import atomic_path, atomic_write_text
 from activemri.data.body import BODY_PROTOCOLS, body_volume
 from activemri.data.brain import BRAIN_PROTOCOLS, brain_volume
+from activemri.data.dataset import readout_transform
 from activemri.data.header import KSpaceGeometry, build_header
 from activemri.data.phantom import CONTRASTS, knee_volume, noise_field
 from activemri.kspace import center_crop, fft2c, ifft2c, rss
@@ -331,7 +332,7 @@ def simulate_volume(
         image = image[:, None] * maps[None]
     kspace = fft2c(torch.from_numpy(image)).numpy()
     if preset.encoding == "3d":  # the slices lie along the readout: transform it too
-        kspace = _fft_readout(kspace, inverse=False)
+        kspace = readout_transform(kspace, inverse=False)
 
     snr = preset.snr * (0.6 if "FS" in acquisition else 1.0)
     obj = magnitude[magnitude > 0.05 * magnitude.max()]
@@ -345,7 +346,7 @@ def simulate_volume(
     # fastMRI's data are tiny numbers (~1e-4); keep that so no code assumes a [0, 1] range.
     scale = 10.0 ** rng.uniform(-4.2, -3.5)
     kspace64 = (kspace * scale).astype(np.complex64)
-    planes = kspace64 if preset.encoding == "2d" else _fft_readout(kspace64, inverse=True)
+    planes = kspace64 if preset.encoding == "2d" else readout_transform(kspace64, inverse=True)
     coil_kspace = torch.from_numpy(planes if coils > 1 else planes[:, None])
     target = center_crop(rss(ifft2c(coil_kspace), dim=1), preset.recon_size).numpy()
     patient = hashlib.sha256(f"{seed}:{index}".encode()).hexdigest()[:12]
@@ -353,14 +354,6 @@ def simulate_volume(
         kspace64, target.astype(np.float32), acquisition, geometry, patient, anatomy,
         preset.encoding,
     )  # fmt: skip
-
-
-def _fft_readout(kspace: NDArray[Any], inverse: bool) -> NDArray[Any]:
-    """Centered orthonormal 1-D (inverse) FFT along axis 0, the readout of a 3-D volume."""
-    axis_fn = np.fft.ifft if inverse else np.fft.fft
-    shifted = np.fft.ifftshift(kspace, axes=0)
-    out: NDArray[Any] = np.fft.fftshift(axis_fn(shifted, axis=0, norm="ortho"), axes=0)
-    return out.astype(kspace.dtype, copy=False)
 
 
 def _settings(preset: BuiltinPreset) -> dict[str, Any]:

@@ -62,6 +62,7 @@ __all__ = [
     "VolumeInfo",
     "collate_slices",
     "inspect_volume",
+    "readout_transform",
     "slice_problem",
 ]
 
@@ -389,6 +390,17 @@ def slice_problem(
     return None
 
 
+def readout_transform(kspace: np.ndarray, inverse: bool) -> np.ndarray:
+    """Centered orthonormal 1-D (inverse) FFT along axis 0, the readout of a 3-D volume.
+
+    The loader's inverse transform of 3-D k-space ``(kx, ...)`` into ky-kz planes, and the
+    generator's forward one; the dtype is kept.
+    """
+    axis_fn = np.fft.ifft if inverse else np.fft.fft
+    out = np.fft.fftshift(axis_fn(np.fft.ifftshift(kspace, axes=0), axis=0, norm="ortho"), axes=0)
+    return out.astype(kspace.dtype, copy=False)
+
+
 def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
@@ -584,9 +596,7 @@ class SliceDataset(Dataset[SliceSample]):
         if hybrid is None:
             volume = np.asarray(hf["kspace"][()], dtype=np.complex64)
             with np.errstate(invalid="ignore", over="ignore"):
-                shifted = np.fft.ifftshift(volume, axes=0)
-                full = np.fft.fftshift(np.fft.ifft(shifted, axis=0, norm="ortho"), axes=0)
-            hybrid = full.astype(np.complex64)
+                hybrid = readout_transform(volume, inverse=True)
             for old in [k for k in self._volumes if k[0] == path]:
                 del self._volumes[old]
             self._volumes[key] = hybrid
