@@ -106,6 +106,8 @@ class VolumeInfo:
         geometry: Sizes and measured columns (from the header, or inferred when absent).
         target_key: Name of the target dataset, or ``None`` (test files).
         attrs: The file's root attributes as plain Python values.
+        sampled: The file's own undersampling mask (dataset ``mask`` of test files), one
+            bool per column, or ``None`` when every column was sampled.
     """
 
     path: Path
@@ -115,6 +117,7 @@ class VolumeInfo:
     geometry: KSpaceGeometry
     target_key: str | None
     attrs: Mapping[str, Any]
+    sampled: tuple[bool, ...] | None = None
 
     @property
     def acquisition(self) -> str | None:
@@ -158,6 +161,8 @@ class SliceMeta:
         acceleration: Acceleration of an undersampled test file, if given.
         encoding: ``"2d"`` (a slice) or ``"3d"`` (the ky-kz plane of a 3-D volume at one
             readout position; both of its axes are phase encodes).
+        sampled: The file's own undersampling mask, one bool per column (test files), or
+            ``None``; columns it leaves out were never measured.
     """
 
     file: Path
@@ -171,11 +176,19 @@ class SliceMeta:
     num_low_frequency: int | None = None
     acceleration: float | None = None
     encoding: str = "2d"
+    sampled: tuple[bool, ...] | None = None
 
     def valid_columns(self, width: int) -> torch.Tensor:
-        """Bool ``(width,)`` tensor, True for measured (non-padding) phase-encode columns."""
+        """Bool ``(width,)`` tensor, True for measured phase-encode columns.
+
+        Measured: inside the header's encoding limits (not padding) and, for an undersampled
+        file (test files), in the file's own mask.
+        """
         cols = torch.arange(width)
-        return (cols >= self.padding_left) & (cols < self.padding_right)
+        valid = (cols >= self.padding_left) & (cols < self.padding_right)
+        if self.sampled is not None and len(self.sampled) == width:
+            valid &= torch.tensor(self.sampled, dtype=torch.bool)
+        return valid
 
 
 @dataclass(frozen=True)
@@ -322,10 +335,18 @@ def _inspect_open_volume(path: Path, hf: h5py.File, target_key: str | None) -> V
             f"target {key!r} slices are {target_shape[1:]} but the header's recon size is "
             f"{geometry.recon_size}"
         )
-    if "mask" in hf and tuple(hf["mask"].shape) != (width,):
-        raise InvalidVolumeError(f"'mask' has shape {hf['mask'].shape}; expected ({width},)")
+    sampled = None
+    if "mask" in hf:
+        if tuple(hf["mask"].shape) != (width,):
+            raise InvalidVolumeError(f"'mask' has shape {hf['mask'].shape}; expected ({width},)")
+        values = np.asarray(hf["mask"][()])
+        if not np.isfinite(values.astype(float)).all():
+            raise InvalidVolumeError("'mask' has NaN or inf values")
+        sampled = tuple(bool(v) for v in values.astype(bool))
+        if not any(sampled):
+            raise InvalidVolumeError("'mask' samples no column")
     attrs = {name: _attr_value(value) for name, value in hf.attrs.items()}
-    return VolumeInfo(path, num_slices, num_coils, (height, width), geometry, key, attrs)
+    return VolumeInfo(path, num_slices, num_coils, (height, width), geometry, key, attrs, sampled)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -548,6 +569,7 @@ class SliceDataset(Dataset[SliceSample]):
             num_low_frequency=_optional_int(info.attrs.get("num_low_frequency")),
             acceleration=_optional_float(acceleration),
             encoding=info.encoding,
+            sampled=info.sampled,
         )
 
     def __getitem__(self, index: int) -> SliceSample:

@@ -312,7 +312,8 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
         :class:`EnvDataWarning` says how many slices were left out).
 
     Raises:
-        ValueError: If no data is configured, the volumes have no targets, or a volume's coil
+        ValueError: If no data is configured, volumes have no targets (unless the reward is
+            self-supervised), or a volume's coil
             count contradicts ``config.coils``.
     """
     if config.data is None:
@@ -334,10 +335,11 @@ def build_dataset(config: EnvConfig) -> tuple[SliceDataset, list[int]]:
         kspace_widths=None if config.kspace_width is None else [config.kspace_width],
     )
     missing = [v.path.name for v in dataset.volumes if v.target_key is None]
-    if missing:
+    if missing and config.scenario.reward != "self_supervised":
         raise ValueError(
-            f"the environment needs fully sampled targets; {len(missing)} volume(s) have none "
-            f"(e.g. {missing[0]}): test-set files cannot be used"
+            f"the environment needs fully sampled targets for a {config.scenario.reward} "
+            f"reward; {len(missing)} volume(s) have none (e.g. {missing[0]}): use "
+            "reward='self_supervised', which never reads the target, on test-set files"
         )
     if config.coils is not None:
         wrong = [v for v in dataset.volumes if (v.num_coils > 1) != (config.coils == "multi")]

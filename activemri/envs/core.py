@@ -49,6 +49,7 @@ import torch
 from activemri import metrics
 from activemri._threads import intra_op_threads
 from activemri.envs import observation as observations
+from activemri.envs.self_supervised import DEFAULT_HOLDOUT_FRACTION, self_supervised_score
 from activemri.geometry import Geometry, Lines, Points, geometry_from_spec
 from activemri.kspace import center_crop, zero_filled
 from activemri.recon_models.base import Reconstructor, bf16_autocast, native_bf16
@@ -56,6 +57,8 @@ from activemri.recon_models.base import Reconstructor, bf16_autocast, native_bf1
 __all__ = ["AcquisitionCore", "EnvState", "centered_idft_rows"]
 
 _SIGN = metrics.SIGNS
+SELF_SUPERVISED = "self_supervised"
+"""The reward that never reads the target (:mod:`activemri.envs.self_supervised`)."""
 
 
 @dataclass
@@ -88,6 +91,8 @@ class EnvState:
         line_images: Linear fast path only: readout inverse FFT of every column,
             cropped, ``(B, C, h, W)``.
         coil_images: Linear fast path only: current complex coil images ``(B, C, h, w)``.
+        split_seed: ``reward="self_supervised"`` only: long ``(B,)`` seeds of the per-step
+            input / held-out splits (:mod:`activemri.envs.self_supervised`).
     """
 
     kspace: torch.Tensor
@@ -109,6 +114,7 @@ class EnvState:
     scale: torch.Tensor
     line_images: torch.Tensor | None = None
     coil_images: torch.Tensor | None = None
+    split_seed: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -192,7 +198,10 @@ class AcquisitionCore:
 
     Args:
         reconstructor: The model (moved to ``device`` and put in eval mode).
-        reward: Reward metric, one of :data:`~activemri.envs.scenario.REWARD_METRICS`.
+        reward: Reward score: one of :data:`~activemri.envs.scenario.REWARD_METRICS`, or
+            ``"self_supervised"``: minus the normalized error of held-out acquired data
+            predicted from the rest (:mod:`activemri.envs.self_supervised`), which never
+            reads the target; the states' ``metrics`` (info only) still compare with it.
         repeat_penalty: Subtracted from the reward of steps that add no line.
         device: Where every tensor lives.
         bf16: Run the reconstructor under bfloat16 autocast where the device runs bf16
@@ -214,6 +223,10 @@ class AcquisitionCore:
             the score, metrics (and then reconstruction) of their last scored state, the
             initial one, so :meth:`reward` is 0 until the last step and then final -
             initial score: the same return as dense rewards.
+        holdout_fraction: ``reward="self_supervised"``: the held-out fraction rho of the
+            acquired actions outside the calibration block.
+        holdout_splits: ``reward="self_supervised"``: independent splits averaged per score
+            (each costs one more reconstructor forward per scored image).
     """
 
     def __init__(
@@ -229,9 +242,19 @@ class AcquisitionCore:
         channels_last: bool = False,
         reward_timing: str = "dense",
         geometry: str | Geometry = "lines",
+        holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
+        holdout_splits: int = 1,
     ) -> None:
-        if reward not in _SIGN:
-            raise ValueError(f"reward must be one of {sorted(_SIGN)}, got {reward!r}")
+        if reward not in _SIGN and reward != SELF_SUPERVISED:
+            raise ValueError(
+                f"reward must be one of {sorted(_SIGN)} or {SELF_SUPERVISED!r}, got {reward!r}"
+            )
+        if not 0.0 < holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        self.holdout_fraction = float(holdout_fraction)
+        if holdout_splits < 1:
+            raise ValueError(f"holdout_splits must be >= 1, got {holdout_splits}")
+        self.holdout_splits = int(holdout_splits)
         if reward_timing not in ("dense", "terminal"):
             raise ValueError(f"reward_timing must be 'dense' or 'terminal', got {reward_timing!r}")
         self.reward_timing = reward_timing
@@ -263,6 +286,11 @@ class AcquisitionCore:
         self._grid_facts: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
+    def self_supervised(self) -> bool:
+        """Whether the reward is the self-supervised score (it never reads the target)."""
+        return self.reward_metric == SELF_SUPERVISED
+
+    @property
     def has_uncertainty(self) -> bool:
         """Whether states carry an uncertainty map."""
         return bool(self.reconstructor.has_uncertainty)
@@ -279,6 +307,7 @@ class AcquisitionCore:
         budget: torch.Tensor,
         end_lines: torch.Tensor | None = None,
         timer: Timer = _no_timer,
+        split_seed: torch.Tensor | None = None,
     ) -> EnvState:
         """The state of B new episodes (initial reconstruction and score included).
 
@@ -293,6 +322,8 @@ class AcquisitionCore:
             end_lines: Long ``(B,)`` lines at the end of the budget (default: initial lines
                 + budget).
             timer: Context-manager factory ``timer(section)`` for profiling.
+            split_seed: Long ``(B,)`` seeds of the held-out splits (``reward=
+                "self_supervised"``; default 0 for every episode).
 
         Returns:
             The new state.
@@ -345,6 +376,9 @@ class AcquisitionCore:
             line_images=line_images,
             coil_images=coil_images,
         )
+        if self.self_supervised:
+            seeds = torch.zeros_like(budget) if split_seed is None else split_seed
+            state.split_seed = seeds.to(self.device, torch.long)
         self._reconstruct(state, timer)
         self._score(state, timer)
         return state
@@ -476,7 +510,12 @@ class AcquisitionCore:
             scored = metrics.metrics_against(state.recon[rows], state.targets, rows)
         for key, value in scored.items():
             state.metrics[key][rows] = value
-        state.score[rows] = _SIGN[self.reward_metric] * scored[self.reward_metric]
+        if self.self_supervised:
+            state.score[rows] = self._heldout_score(
+                state.observed[rows], state.mask[rows], state, rows
+            )
+        else:
+            state.score[rows] = _SIGN[self.reward_metric] * scored[self.reward_metric]
 
     def reward(self, state: EnvState, next_state: EnvState) -> torch.Tensor:
         """Float32 ``(B,)`` reward of the transition ``state -> next_state``.
@@ -553,6 +592,8 @@ class AcquisitionCore:
             metric: As in :meth:`score_candidates` (default: the reward metric).
         """
         metric = metric or self.reward_metric
+        if metric == SELF_SUPERVISED and self.self_supervised:
+            return state.score.clone()
         if metric not in _SIGN:
             raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
         return _SIGN[metric] * state.metrics[metric]
@@ -577,7 +618,13 @@ class AcquisitionCore:
             Float ``(B, K)``.
         """
         metric = metric or self.reward_metric
-        if metric not in _SIGN:
+        heldout = metric == SELF_SUPERVISED
+        if heldout and not self.self_supervised:
+            raise ValueError(
+                "metric='self_supervised' needs a core built with reward='self_supervised' "
+                "(its states carry the split seeds)"
+            )
+        if metric not in _SIGN and not heldout:
             raise ValueError(f"metric must be one of {sorted(_SIGN)}, got {metric!r}")
         b, k = lines.shape
         if b != state.batch_size:
@@ -595,6 +642,11 @@ class AcquisitionCore:
             if self.device.type == "cpu" and bool(rows[0] == rows[-1]):
                 one = int(rows[0])
             pick: torch.Tensor | slice = rows if one is None else slice(one, one + 1)
+            if heldout:
+                mask, observed = state.mask[rows], state.observed[rows]  # copies
+                self.acquire(state, rows, cols, into=(mask, observed))
+                out[start : start + rows.numel()] = self._heldout_score(observed, mask, state, rows)
+                continue
             if state.coil_images is not None:
                 _, term = self.acquire(state, rows, cols)
                 assert term is not None
@@ -689,7 +741,57 @@ class AcquisitionCore:
         with timer("metric"), torch.no_grad():
             with intra_op_threads(self.metric_threads):
                 state.metrics = metrics.metrics_against(state.recon, state.targets)
-            state.score = _SIGN[self.reward_metric] * state.metrics[self.reward_metric]
+            if not self.self_supervised:
+                state.score = _SIGN[self.reward_metric] * state.metrics[self.reward_metric]
+        if self.self_supervised:
+            with timer("forward"):
+                rows = torch.arange(state.batch_size, device=self.device)
+                state.score = self._heldout_score(state.observed, state.mask, state, rows)
+
+    @torch.no_grad()
+    def _heldout_score(
+        self,
+        observed: torch.Tensor,
+        mask: torch.Tensor,
+        state: EnvState,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """The self-supervised score of acquisitions ``(observed, mask)`` of episodes ``rows``.
+
+        Reads the episodes' calibration sizes and split seeds from ``state``; never the
+        target. The split is drawn for the number of acquired actions, not the step count:
+        a step that adds nothing keeps the split and the score (its reward is exactly
+        ``-repeat_penalty``), and a candidate scores what the state acquiring it would.
+        """
+        if state.split_seed is None:
+            raise ValueError("the state has no split seeds: it was not built for this reward")
+        num_low, seed = state.num_low[rows], state.split_seed[rows]
+        height, width = observed.shape[-2:]
+        predict = None
+        model = self.reconstructor
+        if model.predicts_kspace:
+
+            def predict(
+                inputs: torch.Tensor, theta: torch.Tensor, low: torch.Tensor
+            ) -> torch.Tensor:
+                recon_mask = self.geometry.recon_mask(theta, height, width)
+                with bf16_autocast(self.device) if self.bf16 else contextlib.nullcontext():
+                    out = model.forward_kspace(inputs, recon_mask, num_low_frequencies=low)
+                return out.to(inputs.dtype)
+
+        return self_supervised_score(
+            self._forward,
+            observed,
+            mask,
+            num_low,
+            seed,
+            mask.sum(dim=1),
+            self.geometry,
+            self.recon_size,
+            self.holdout_fraction,
+            predict,
+            self.holdout_splits,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Settings of this core (for ``repr`` and reports)."""
@@ -704,4 +806,9 @@ class AcquisitionCore:
             "metric_threads": self.metric_threads,
             "reward_timing": self.reward_timing,
             "geometry": self.geometry.to_dict(),
+            **(
+                {"holdout_fraction": self.holdout_fraction, "holdout_splits": self.holdout_splits}
+                if self.self_supervised
+                else {}
+            ),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,12 +95,15 @@ def render_state(state: EnvState, row: int) -> np.ndarray:
     """The :func:`compose_frame` of episode ``row`` of a batch state."""
     unc = state.uncertainty
     height, width = state.kspace.shape[-2:]
+    data_range = float(state.data_range[row].item())
+    if not math.isfinite(data_range):  # a file without a target or a `max`
+        data_range = float(state.recon[row].max().item())
     return compose_frame(
         target=state.target[row].cpu().numpy(),
         recon=state.recon[row].cpu().numpy(),
         uncertainty=None if unc is None else unc[row].cpu().numpy(),
         mask=state.mask[row].cpu().numpy(),
         valid=state.valid[row].cpu().numpy(),
-        data_range=float(state.data_range[row].item()),
+        data_range=data_range,
         grid=None if state.mask.shape[1] == width else (int(height), int(width)),
     )

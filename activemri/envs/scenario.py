@@ -22,6 +22,7 @@ from activemri._io import read_yaml_mapping
 from activemri.masks import center_block
 
 __all__ = [
+    "REWARDS",
     "REWARD_METRICS",
     "REWARD_TIMINGS",
     "SCENARIOS",
@@ -34,6 +35,10 @@ __all__ = [
 
 REWARD_METRICS = ("ssim", "psnr", "nmse", "mse")
 """Scores a reward can be the gain of; ``nmse`` and ``mse`` are negated so higher is better."""
+
+REWARDS = (*REWARD_METRICS, "self_supervised")
+"""Every reward: a metric's gain, or the self-supervised score that never reads the target
+(:mod:`activemri.envs.self_supervised`)."""
 
 REWARD_TIMINGS = ("dense", "terminal")
 """When the reward is given: every step (its score gain) or only at the last step."""
@@ -84,7 +89,15 @@ class Scenario:
         acceleration_range: ``[low, high]``: each episode ends at a line count drawn
             uniformly from the whole numbers between ``round(measured / high)`` and
             ``round(measured / low)``.
-        reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`.
+        reward: Score whose gain is the reward: one of :data:`REWARD_METRICS`, or
+            ``"self_supervised"``: minus the normalized error of held-out acquired lines
+            predicted from the others (:mod:`activemri.envs.self_supervised`). It never reads
+            the target, so it also runs on files that have none (fastMRI test files; then
+            the info metrics are NaN).
+        holdout_fraction: ``reward="self_supervised"``: the fraction rho of the acquired lines
+            outside the central block held out each step (SSDU's 0.4 by default).
+        holdout_splits: ``reward="self_supervised"``: independent splits whose scores are
+            averaged (less noise; one more reconstructor forward per split and step).
         reward_timing: ``"dense"`` (the default): every step is rewarded with its score gain.
             ``"terminal"``: every step but the last is rewarded 0 (less any
             ``repeat_penalty``) and the last with the episode's gain, final - initial score
@@ -107,15 +120,17 @@ class Scenario:
     reward: str = "ssim"
     reward_timing: str = "dense"
     repeat_penalty: float = 0.0
+    holdout_fraction: float = 0.4
+    holdout_splits: int = 1
 
     def __post_init__(self) -> None:
         if (self.initial_lines is None) == (self.center_fraction is None):
             raise ValueError("a scenario sets exactly one of initial_lines and center_fraction")
-        for name in ("initial_lines", "extra_random_lines", "budget"):
+        for name in ("initial_lines", "extra_random_lines", "budget", "holdout_splits"):
             value = getattr(self, name)
             if value is not None and not _is_int(value):
                 raise ValueError(f"{name} must be a whole number of lines, got {value!r}")
-        for name in ("center_fraction", "acceleration", "repeat_penalty"):
+        for name in ("center_fraction", "acceleration", "repeat_penalty", "holdout_fraction"):
             value = getattr(self, name)
             if value is not None and not (_is_real(value) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -161,8 +176,12 @@ class Scenario:
         if self.acceleration is not None and self.acceleration < 1.0:
             # Below 1 would mean more lines than were measured.
             raise ValueError(f"acceleration must be >= 1, got {self.acceleration}")
-        if self.reward not in REWARD_METRICS:
-            raise ValueError(f"reward must be one of {REWARD_METRICS}, got {self.reward!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if self.holdout_splits < 1:
+            raise ValueError(f"holdout_splits must be >= 1, got {self.holdout_splits}")
         if self.repeat_penalty < 0:
             raise ValueError(
                 f"repeat_penalty must be >= 0 (a negative one rewards repeats), got "

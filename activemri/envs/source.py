@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,8 @@ class NewEpisode:
         mask: Bool ``(A,)`` initial mask.
         num_low: Size of the initial central block.
         budget: Steps allowed.
+        split_seed: Seed of the held-out splits of the self-supervised reward (drawn from
+            the slot's generator only with that reward, else 0).
     """
 
     sample: SliceSample
@@ -97,6 +100,7 @@ class NewEpisode:
     mask: np.ndarray
     num_low: int
     budget: int
+    split_seed: int = 0
 
 
 class EpisodeSource:
@@ -124,10 +128,13 @@ class EpisodeSource:
         self.geometry = config.acquisition_geometry
         self.order = config.resolved_order
         self.rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_slots)]
+        self.split_rngs = [rng.spawn(1)[0] for rng in self.rngs]
         self.started = [0] * num_slots
         self._perms: list[np.ndarray | None] = [None] * num_slots
         self.bad_slices: dict[int, str] = {}
         self._cache: dict[int, SliceSample] = {}
+        #: The reward never reads the target (slices without one are accepted).
+        self.needs_no_target = config.scenario.reward == "self_supervised"
         self.actual_accelerations: dict[int, float] = self._plan()
 
     @property
@@ -144,6 +151,12 @@ class EpisodeSource:
         """Bool ``(A,)`` measured actions of a slice (padding columns, shutter excluded)."""
         columns = meta.valid_columns(self.width).numpy()
         return self.geometry.measured(columns, self.kspace_shape[1])
+
+    def _sampled_center(self, valid: np.ndarray, n: int) -> int:
+        """The largest central block of at most ``n`` that lies inside ``valid``."""
+        while n > 0 and not (self._center(n) <= valid).all():
+            n -= 1
+        return n
 
     def _center(self, n: int) -> np.ndarray:
         return self.geometry.center(self.kspace_shape[1], self.kspace_shape[2], n)
@@ -163,13 +176,19 @@ class EpisodeSource:
         mask, num_low = self.config.scenario.initial_mask(
             valid, self.rngs[slot], self._center, self._extent(valid)
         )
+        if sample.meta.sampled is not None:
+            # an undersampled file: the central block is what it really holds around the centre
+            num_low = self._sampled_center(valid, int(num_low))
         try:
             budget = self.config.scenario.episode_budget(valid, mask, self.rngs[slot])
         except BudgetError as exc:
             raise BudgetError(f"{sample.meta.file.name}: {exc}") from exc
         episode = Episode(sample.meta, index, pass_index, data_range, int(valid.sum()),
                           int(mask.sum()) + budget)  # fmt: skip
-        return NewEpisode(sample, episode, valid, mask, int(num_low), int(budget))
+        split_seed = 0
+        if self.needs_no_target:  # its own stream: the episodes are those of any other reward
+            split_seed = int(self.split_rngs[slot].integers(2**31 - 1))
+        return NewEpisode(sample, episode, valid, mask, int(num_low), int(budget), split_seed)
 
     def _plan(self) -> dict[int, float]:
         """Check the scenario on every slice (from metadata) and return its actual accelerations.
@@ -179,12 +198,12 @@ class EpisodeSource:
                 honoured.
         """
         scenario = self.config.scenario
-        by_geometry: dict[tuple[int, int], float | BudgetError] = {}
-        failed: dict[tuple[int, int], list[str]] = {}
+        by_geometry: dict[tuple[Any, ...], float | BudgetError] = {}
+        failed: dict[tuple[Any, ...], list[str]] = {}
         out: dict[int, float] = {}
         for index in self.indices:
             meta = self.dataset.slice_meta(index)
-            key = (meta.padding_left, meta.padding_right)
+            key = (meta.padding_left, meta.padding_right, meta.sampled)
             if key not in by_geometry:
                 valid = self.measured(meta)
                 try:
@@ -208,6 +227,7 @@ class EpisodeSource:
     def reseed(self, slot: int, rng: np.random.Generator) -> None:
         """Give ``slot`` a new generator and restart its slice order."""
         self.rngs[slot] = rng
+        self.split_rngs[slot] = rng.spawn(1)[0]  # draws nothing from ``rng``
         self.started[slot] = 0
         self._perms[slot] = None
 
@@ -262,10 +282,10 @@ class EpisodeSource:
             index, pass_index = self._next_index(slot)
             if index in self._cache:
                 sample = self._cache[index]
-                return sample, index, pass_index, self._data_range(sample)
+                return sample, index, pass_index, self._data_range(sample, self.needs_no_target)
             try:
                 sample = self.dataset[index]
-                data_range = self._data_range(sample)
+                data_range = self._data_range(sample, self.needs_no_target)
             except CorruptSliceError as exc:
                 self.bad_slices[index] = str(exc)
                 warnings.warn(f"skipping slice: {exc}", DataWarning, stacklevel=4)
@@ -275,10 +295,15 @@ class EpisodeSource:
             return sample, index, pass_index, data_range
 
     @staticmethod
-    def _data_range(sample: SliceSample) -> float:
-        """The SSIM/PSNR data range: the file's ``max``, else the target slice's maximum."""
+    def _data_range(sample: SliceSample, optional: bool = False) -> float:
+        """The SSIM/PSNR data range: the file's ``max``, else the target slice's maximum.
+
+        Without a target (accepted when ``optional``): the file's ``max``, else NaN.
+        """
         meta = sample.meta
         if sample.target is None:
+            if optional:
+                return float("nan") if meta.max_value is None else float(meta.max_value)
             raise ValueError(f"{meta.file} slice {meta.slice_index} has no target")
         data_range = meta.max_value
         if data_range is None:

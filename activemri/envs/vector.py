@@ -209,6 +209,8 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             channels_last=config.channels_last,
             reward_timing=scenario.reward_timing,
             geometry=self._source.geometry,
+            holdout_fraction=scenario.holdout_fraction,
+            holdout_splits=scenario.holdout_splits,
         )
         self._state: EnvState | None = None
         self._episodes: list[Episode | None] = [None] * num_envs
@@ -359,14 +361,15 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
             dev = self._device
             new = {
                 "kspace": torch.stack([d.sample.kspace for d in drawn]).to(dev),
-                # the source refuses slices without a target
-                "target": torch.stack([cast(torch.Tensor, d.sample.target) for d in drawn]).to(dev),
+                # slices without a target only with the self-supervised reward: NaN targets
+                "target": torch.stack([_target_or_nan(d.sample) for d in drawn]).to(dev),
                 "data_range": torch.tensor([d.episode.data_range for d in drawn]).to(dev),
                 "valid": torch.from_numpy(np.stack([d.valid for d in drawn])).to(dev),
                 "mask": torch.from_numpy(np.stack([d.mask for d in drawn])).to(dev),
                 "num_low": torch.tensor([d.num_low for d in drawn], dtype=torch.long).to(dev),
                 "budget": torch.tensor([d.budget for d in drawn], dtype=torch.long).to(dev),
                 "end_lines": torch.tensor([d.episode.end_lines for d in drawn]).to(dev),
+                "split_seed": torch.tensor([d.split_seed for d in drawn], dtype=torch.long).to(dev),
             }
         fresh = self._core.initial(**new, timer=timer)
         episodes = [d.episode for d in drawn]
@@ -656,6 +659,13 @@ class ActiveMRIVectorEnv(VectorEnv[NumpyObs, np.ndarray, np.ndarray]):
         if self.render_mode is None:
             return None
         return tuple(render_state(self.state, i) for i in range(self.num_envs))
+
+
+def _target_or_nan(sample: Any) -> torch.Tensor:
+    """The slice's target, or NaN images of its size where the file has none."""
+    if sample.target is not None:
+        return cast(torch.Tensor, sample.target)
+    return torch.full(sample.meta.recon_size, float("nan"))
 
 
 def _check_finite(state: EnvState, episodes: list[Episode]) -> None:

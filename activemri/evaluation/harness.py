@@ -148,6 +148,10 @@ class _Envs:
         if key not in self._envs:
             overrides = self.config_overrides(acceleration, max_slices)
             config = load_env_config(preset, **overrides)
+            if config.scenario.reward == "self_supervised":
+                # the curves are the info metrics (against the target): skip the held-out
+                # reconstructions a self-supervised reward would add to every step
+                config = load_env_config(preset, **{**overrides, "reward": "ssim"})
             _, indices = build_dataset(config)  # how many slices the (sub)split holds
             batch = _balanced_batch(len(indices), self.settings.batch_size)
             self._envs[key] = ActiveMRIVectorEnv(batch, config)

@@ -230,6 +230,15 @@ def guarded_domain_check(
         return None
     if in_training_domain(model, data, Path(dataset.root)):
         return None
+    if any(v.target_key is None for v in dataset.volumes):
+        warnings.warn(
+            f"{dataset.root} has files without fully sampled targets: the reconstructor "
+            f"({type(model).__name__}) cannot be checked against zero-filled there, and "
+            "nothing says it helps on this data",
+            DomainWarning,
+            stacklevel=3,
+        )
+        return {"data": str(dataset.root), "skipped": "no fully sampled targets"}
     key = hashlib.sha256(
         f"{CHECK_VERSION}:{model_fingerprint(model)}:{_folder_fingerprint(dataset)}:"
         f"{num_slices}:{list(indices) if indices is not None else None}".encode()
