@@ -1,5 +1,8 @@
 """Sampling agents: sequential policies (heuristics, fixed masks, learned orderings, oracle).
 
+Learned fixed masks: greedy orderings (:func:`learn_ordering`) and LOUPE masks learned jointly
+with a reconstructor (:func:`learn_loupe`); both play as :class:`OrderingPolicy`.
+
 Every policy follows :class:`~activemri.agents.policies.Policy`:
 ``act(obs, state) -> actions (B,)`` on the batched env's tensors.
 """
@@ -12,6 +15,7 @@ from activemri.agents.learned_mask import (
     learn_ordering,
     load_ordering,
 )
+from activemri.agents.loupe import LoupeConfig, LoupeResult, learn_loupe
 from activemri.agents.policies import (
     FixedMaskPolicy,
     FixedOrderPolicy,
@@ -29,6 +33,8 @@ __all__ = [
     "FixedOrderPolicy",
     "GreedyOraclePolicy",
     "LearnedOrdering",
+    "LoupeConfig",
+    "LoupeResult",
     "LowToHighPolicy",
     "OrderingPolicy",
     "Policy",
@@ -36,6 +42,7 @@ __all__ = [
     "UncertaintyPolicy",
     "center_out_order",
     "free_lines",
+    "learn_loupe",
     "learn_ordering",
     "load_ordering",
 ]

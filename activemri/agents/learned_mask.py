@@ -64,7 +64,12 @@ SHIPPED_ORDERING = Path(__file__).with_name("orderings") / "builtin_default_unet
 
 @dataclass
 class LearnedOrdering:
-    """A greedy ordering of phase-encode lines and how it was made.
+    """A learned ordering of phase-encode lines (or ky-kz points) and how it was made.
+
+    Made greedily by :func:`learn_ordering`, or as a LOUPE mask by
+    :func:`activemri.agents.loupe.learn_loupe` (``settings["method"] == "loupe"``: ``order``
+    is the learned mask's actions by descending probability and ``scores`` are held-out
+    scores of the reconstructor learned with it).
 
     Attributes:
         width: Number of phase-encode lines ``W`` of the data it was learned on.
@@ -178,13 +183,17 @@ def check_ordering_context(
         )
     if learned.get("data") != data:
         problems.append(f"it was learned on {learned.get('data')}, not on {data}")
-    for problem in problems:
-        warnings.warn(
-            f"learned ordering: {problem}; a greedy ordering is only as good as the "
-            "reconstructor and data it was learned with (relearn it: activemri mask learn)",
-            OrderingWarning,
-            stacklevel=2,
+    hint = (
+        "a greedy ordering is only as good as the reconstructor and data it was learned with "
+        "(relearn it: activemri mask learn)"
+    )
+    if learned.get("method") == "loupe":
+        hint = (
+            "a LOUPE mask was learned jointly with its reconstructor (play it with "
+            f"reconstructor={learned.get('reconstructor_checkpoint')}, next to the mask file)"
         )
+    for problem in problems:
+        warnings.warn(f"learned ordering: {problem}; {hint}", OrderingWarning, stacklevel=2)
     return problems
 
 

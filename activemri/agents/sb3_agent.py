@@ -12,6 +12,13 @@ the step counters, all JSON), rebuilds the model from the preset, and loads the 
 ``torch.load(weights_only=True)``. A file that would need code execution to read is refused
 with :class:`UnsafeAgentFileError`; so are module names stored in it (an env id
 ``module:Id`` or a reconstructor ``module:Class``), unless the caller trusts the file.
+
+An agent trained jointly with its reconstructor (``activemri agent train --joint``) names,
+in ``activemri_agent["joint"]["reconstructor"]``, the reconstructor checkpoint next to it that
+it was trained and evaluated with (file name, size, SHA-256). :func:`paired_reconstructor`
+finds and verifies it, :func:`agent_env_overrides` points the agent's stored env settings at
+it (what ``activemri agent eval`` plays with), and :meth:`AgentPolicy.check_env` refuses an
+env whose reconstructor holds other weights.
 """
 
 from __future__ import annotations
@@ -45,11 +52,13 @@ __all__ = [
     "CHECKPOINT_SCHEMA",
     "AgentPolicy",
     "UnsafeAgentFileError",
+    "agent_env_overrides",
     "build_model",
     "check_hyperparameters",
     "check_stored_env",
     "checkpoint_info",
     "load_agent",
+    "paired_reconstructor",
     "save_agent",
 ]
 
@@ -279,6 +288,58 @@ def check_stored_env(info: Mapping[str, Any], trust_class_path: bool = False) ->
         )
 
 
+def paired_reconstructor(path: str | Path, info: Mapping[str, Any]) -> Path | None:
+    """The reconstructor checkpoint a jointly trained agent file plays with, verified.
+
+    Args:
+        path: The agent file.
+        info: Its facts (:func:`checkpoint_info`).
+
+    Returns:
+        The checkpoint's path (next to the agent file), or ``None`` for an agent trained
+        against a frozen reconstructor.
+
+    Raises:
+        ValueError: If the named file is missing, outside the agent's folder, or not the one
+            the agent was saved with (size or SHA-256 differ).
+    """
+    joint = info.get("joint")
+    if joint is None:
+        return None
+    record = joint.get("reconstructor") if isinstance(joint, Mapping) else None
+    name = record.get("file") if isinstance(record, Mapping) else None
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise ValueError(f"{path}: invalid joint reconstructor record {record!r}")
+    assert isinstance(record, Mapping)
+    file = Path(path).resolve().parent / name
+    if not file.is_file():
+        raise ValueError(
+            f"{path} was trained jointly with the reconstructor {name}, which is missing from "
+            f"{file.parent}: keep the agent file and its reconstructor together"
+        )
+    from activemri.agents.joint import file_digest  # hashing only when an agent names one
+
+    if file.stat().st_size != record.get("bytes") or file_digest(file) != record.get("sha256"):
+        raise ValueError(f"{file} is not the reconstructor {path} was saved with")
+    return file
+
+
+def agent_env_overrides(path: str | Path, info: Mapping[str, Any]) -> dict[str, Any]:
+    """The env settings an agent file was trained with, pointed at its own reconstructor.
+
+    For a jointly trained agent the ``reconstructor`` setting becomes the verified path of
+    :func:`paired_reconstructor`; otherwise the stored settings are returned unchanged.
+
+    Raises:
+        ValueError: As :func:`paired_reconstructor`.
+    """
+    overrides = dict(info["preset"].get("env_overrides") or {})
+    paired = paired_reconstructor(path, info)
+    if paired is not None:
+        overrides["reconstructor"] = str(paired)
+    return overrides
+
+
 def _fresh_model(
     preset: AgentPreset, info: Mapping[str, Any], env: VecEnv | None, device: str
 ) -> BaseAlgorithm:
@@ -370,16 +431,47 @@ class AgentPolicy(Policy):
         assert isinstance(space, spaces.Dict)
         self.keys = list(space.spaces) if observation_keys is None else list(observation_keys)
         self.name = name
+        #: The reconstructor checkpoint a jointly trained agent plays with (else ``None``).
+        self.reconstructor_file: Path | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> AgentPolicy:
-        """Load a checkpoint of :func:`save_agent` as a policy."""
+        """Load a checkpoint of :func:`save_agent` as a policy.
+
+        Raises:
+            ValueError: Also for a jointly trained agent whose reconstructor file is missing
+                or altered (:func:`paired_reconstructor`).
+        """
         model, info = load_agent(path, device=device)
         keys = info["preset"].get("observation")
-        return cls(model, keys, name=str(info.get("name", "agent")))
+        policy = cls(model, keys, name=str(info.get("name", "agent")))
+        policy.reconstructor_file = paired_reconstructor(path, info)
+        return policy
+
+    def _check_reconstructor(self, venv: ActiveMRIVectorEnv) -> None:
+        file = self.reconstructor_file
+        if file is None:
+            return
+        from activemri.recon_models.checkpoint import read_checkpoint
+
+        saved = read_checkpoint(file)["state_dict"]
+        mine = venv.reconstructor.state_dict()
+        same = set(saved) == set(mine) and all(
+            torch.equal(saved[k], v.detach().cpu()) for k, v in mine.items()
+        )
+        if not same:
+            raise ValueError(
+                f"the agent was trained jointly with its reconstructor {file}, but this env "
+                "reconstructs with other weights, so its numbers would not be the agent's: "
+                f"evaluate it with --set reconstructor={file} (activemri agent eval does so)"
+            )
 
     def check_env(self, venv: ActiveMRIVectorEnv) -> None:
-        """Raise ``ValueError`` unless ``venv`` gives the observations the agent expects."""
+        """Raise ``ValueError`` unless ``venv`` gives the observations the agent expects.
+
+        A jointly trained agent also needs the env to reconstruct with its own reconstructor
+        (the weights of :attr:`reconstructor_file`).
+        """
         env_space = venv.single_observation_space
         assert isinstance(env_space, spaces.Dict)
         given = {**extra_observation_spaces(venv.num_actions), **env_space.spaces}
@@ -395,6 +487,7 @@ class AgentPolicy(Policy):
         n = getattr(self.model.action_space, "n", None)
         if n != venv.num_actions:
             raise ValueError(f"the agent chooses among {n} actions, the env has {venv.num_actions}")
+        self._check_reconstructor(venv)
 
     def act(self, obs: Obs) -> torch.Tensor:
         """The agent's greedy choice among the free lines of every episode.

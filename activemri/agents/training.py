@@ -20,6 +20,26 @@ run is not bit-identical to an uninterrupted one. It must use the same preset an
 for what does not change what is learned (``total_steps``, ``checkpoint_every``, ``eval``).
 A time-limit stop happens inside an env step, before SB3 stores it: that one batched step is
 counted but not in the replay memory.
+
+**Joint training** (a ``joint`` preset section, or ``--joint``; :mod:`activemri.agents.joint`)
+fine-tunes the env's reconstructor on the policy's masks every ``joint.every`` env steps, at
+a rollout boundary, checks it on held-out slices and reverts a round that fails. It adds:
+
+- ``joint.csv``: one row per round (round 0 is the check of the starting weights): step, wall
+  time, status (``initial``, ``accepted``, ``reverted``, ``skipped``) and why, the mean
+  training loss, the replay size, and the check's mean per-image SSIM of the model and of
+  zero-filled on every fixed mask;
+- ``reconstructor-HASH.pt``: the reconstructor checkpoint(s), named by a hash of the weights.
+  ``checkpoint.zip``, ``agent.zip`` and ``best.zip`` each name (with size and SHA-256) the one
+  they were trained and evaluated with, written before the agent file; files no agent file
+  names any more are removed;
+- ``joint-STEP.pt``: Adam state, mask replay and round counters, named by
+  ``checkpoint.zip`` like the replay memory, so ``--resume`` continues the agent and the
+  reconstructor together.
+
+The periodic evaluation (``eval.csv``, ``best.zip``) runs with the current reconstructor.
+``activemri agent eval`` plays such an agent with its own reconstructor, and ``agent:PATH``
+in ``activemri evaluate`` refuses an env whose reconstructor is not the agent's.
 """
 
 from __future__ import annotations
@@ -29,7 +49,7 @@ import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +67,14 @@ from tqdm import tqdm
 from activemri._io import atomic_path, atomic_write_text
 from activemri._version import __version__
 from activemri.agents.buffer import CompactReplayBuffer
+from activemri.agents.joint import (
+    RECONSTRUCTOR_PREFIX,
+    JointTrainer,
+    MaskRecorder,
+    active_env,
+    joint_state_name,
+    save_reconstructor_file,
+)
 from activemri.agents.preset import AgentPreset
 from activemri.agents.sb3_agent import (
     AgentPolicy,
@@ -54,6 +82,7 @@ from activemri.agents.sb3_agent import (
     check_hyperparameters,
     checkpoint_info,
     load_agent,
+    paired_reconstructor,
     save_agent,
 )
 from activemri.envs.config import resolve_device
@@ -71,6 +100,7 @@ __all__ = [
 ]
 
 CHECKPOINT, FINAL, BEST, EVAL_CSV = ("checkpoint.zip", "agent.zip", "best.zip", "eval.csv")
+JOINT_CSV = "joint.csv"
 _LEGACY_REPLAY = "replay_buffer.pkl"
 # Preset fields a resumed run may change: they decide when to stop, save and evaluate only.
 _RESUMABLE_CHANGES = ("total_steps", "checkpoint_every", "eval")
@@ -87,6 +117,7 @@ class TrainResult:
         wall_seconds: Training wall time (over all runs).
         evaluations: Rows of ``eval.csv``.
         stopped_early: True if a time limit ended the run before ``total_steps``.
+        joint: Rows of ``joint.csv`` (joint training; empty otherwise).
     """
 
     out: Path
@@ -94,6 +125,7 @@ class TrainResult:
     wall_seconds: float
     evaluations: list[dict[str, float]]
     stopped_early: bool = False
+    joint: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def final(self) -> Path:
@@ -164,6 +196,10 @@ def _eval_env(preset: AgentPreset, device: str) -> ActiveMRIVectorEnv:
     overrides = {**preset.env_overrides, "device": device, "split": schedule.split,
                  "reward_timing": "dense"}  # fmt: skip
     overrides.update(order="sequential", max_slices=schedule.slices)
+    if overrides.get("reward") == "self_supervised":
+        # the curves are the info metrics against the target; the held-out
+        # reconstructions of the training reward would only add forwards
+        overrides["reward"] = "ssim"
     n = preset.n_envs if schedule.slices is None else min(preset.n_envs, schedule.slices)
     venv = gym.make_vec(
         preset.env, num_envs=n, vectorization_mode="vector_entry_point", **overrides
@@ -194,7 +230,8 @@ class _Hooks(BaseCallback):
 
     SB3 calls ``on_step`` before the step's transitions are stored, and ``on_rollout_start``
     after the previous rollout was stored and learned from: a checkpoint taken there holds
-    every transition its step count includes.
+    every transition its step count includes, and a joint fine-tuning round there changes the
+    reconstructor between rollouts, never within one.
     """
 
     def __init__(self, trainer: _Trainer) -> None:
@@ -205,6 +242,7 @@ class _Hooks(BaseCallback):
         return self.trainer.on_step(self.num_timesteps)
 
     def _on_rollout_start(self) -> None:
+        self.trainer.maybe_joint_round(self.num_timesteps)
         self.trainer.maybe_checkpoint(self.num_timesteps)
 
 
@@ -229,6 +267,8 @@ class _Trainer:
         self.next_eval = preset.eval.every or None
         self.stopped_early = False
         self.bar: tqdm[Any] | None = None
+        self.joint: JointTrainer | None = None
+        self.joint_rows: list[dict[str, Any]] = []
 
     # ----------------------------------------------------------------- bookkeeping
     def wall(self) -> float:
@@ -246,10 +286,61 @@ class _Trainer:
             "torch_version": torch.__version__,
         }
 
+    def agent_info(self, steps: int, state: bool = False) -> dict[str, Any]:
+        """:meth:`info`, with joint training the reconstructor file the agent pairs with.
+
+        Writes that file first (and, with ``state``, the joint training state): an agent
+        file never names a file that is not there.
+        """
+        info = self.info(steps)
+        joint = self.joint
+        if joint is None:
+            return info
+        recon = save_reconstructor_file(
+            joint.model, self.out,
+            extra={"joint_training": json.dumps({"agent": info["name"], **joint.summary()})},
+        )  # fmt: skip
+        record: dict[str, Any] = {"reconstructor": recon, **joint.summary()}
+        if state:
+            name = joint_state_name(steps)
+            with atomic_path(self.out / name) as tmp:
+                torch.save(joint.state_dict(), tmp)
+            record["state"] = {"file": name, "bytes": (self.out / name).stat().st_size}
+        info["joint"] = record
+        return info
+
+    def save(self, name: str, steps: int) -> None:
+        """Save the agent as ``name`` (paired with its reconstructor under joint training)."""
+        model = self.model
+        assert model is not None
+        save_agent(model, self.out / name, self.agent_info(steps, state=name == CHECKPOINT))
+        if self.joint is not None:
+            self._remove_unnamed_joint_files()
+
+    def _remove_unnamed_joint_files(self) -> None:
+        """Remove reconstructor and joint state files no agent file of the run names."""
+        named: set[str] = set()
+        for agent in (CHECKPOINT, FINAL, BEST):
+            path = self.out / agent
+            if not path.exists():
+                continue
+            try:
+                joint = checkpoint_info(path).get("joint") or {}
+            except ValueError:  # not ours to judge here; keep every file it might name
+                return
+            for key in ("reconstructor", "state"):
+                entry = joint.get(key) if isinstance(joint, dict) else None
+                if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                    named.add(entry["file"])
+        for pattern in (f"{RECONSTRUCTOR_PREFIX}*.pt", "joint-*.pt"):
+            for old in self.out.glob(pattern):
+                if old.name not in named:
+                    old.unlink(missing_ok=True)
+
     def checkpoint(self, steps: int) -> None:
         model = self.model
         assert model is not None
-        info = self.info(steps)
+        info = self.agent_info(steps, state=True)
         replay = None
         if isinstance(model, OffPolicyAlgorithm):
             buffer = model.replay_buffer
@@ -262,13 +353,99 @@ class _Trainer:
         for old in self.out.glob("replay-*.pt"):
             if old.name != replay:
                 old.unlink(missing_ok=True)
+        if self.joint is not None:
+            self._remove_unnamed_joint_files()
         self.log(f"step {steps}: checkpoint saved ({self.wall():.0f} s)")
+
+    # ----------------------------------------------------------------- joint training
+    def joint_start(self) -> None:
+        """Check the starting reconstructor (round 0 of ``joint.csv``)."""
+        joint = self.joint
+        assert joint is not None
+        row = joint.start()
+        self._add_joint_row(row)
+        where = f"{row['check_ssim']:.4f} vs zero-filled {row['check_zf_ssim']:.4f}"
+        self.log(f"joint training: the starting reconstructor scores {where} on the check")
+        if row["reason"]:
+            self.log(
+                f"joint training: warning: the starting reconstructor {row['reason']}; "
+                "rounds are kept only if they beat zero-filled"
+            )
+
+    def joint_resume(self, info: dict[str, Any]) -> None:
+        """Load the reconstructor and joint state ``checkpoint.zip`` names."""
+        joint = self.joint
+        assert joint is not None
+        path = self.out / CHECKPOINT
+        record = info.get("joint")
+        state = record.get("state") if isinstance(record, dict) else None
+        if not isinstance(state, dict) or not isinstance(state.get("file"), str):
+            raise ValueError(f"{path} holds no joint training state; cannot resume it jointly")
+        steps = int(info.get("num_timesteps") or 0)
+        name = state["file"]
+        if name != joint_state_name(steps):
+            raise ValueError(f"{path} names joint state {name!r} for step {steps}")
+        file = self.out / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} is missing; cannot resume the joint training")
+        if file.stat().st_size != state.get("bytes"):
+            raise ValueError(f"{file} is not the joint state {path} was saved with")
+        recon = paired_reconstructor(path, info)
+        assert recon is not None
+        try:
+            saved = torch.load(file, map_location=joint.device, weights_only=True)
+            joint.load_state_dict(saved)
+        except Exception as exc:  # the weights-only unpickler raises several types
+            raise ValueError(f"{file} is not a readable joint training state: {exc}") from exc
+        joint.load_weights(recon)
+        if (self.out / JOINT_CSV).exists():
+            with open(self.out / JOINT_CSV, newline="") as f:
+                rows = [_read_joint_row(r) for r in csv.DictReader(f)]
+            # rounds after the checkpoint (an interrupted run's) are not in the resumed state
+            self.joint_rows = [r for r in rows if int(r["round"]) <= joint.rounds]
+            self._write_joint()
+
+    def _add_joint_row(self, row: dict[str, Any]) -> None:
+        self.joint_rows.append({**row, "wall_seconds": round(self.wall(), 1)})
+        self._write_joint()
+
+    def _write_joint(self) -> None:
+        assert self.joint is not None
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.joint.fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.joint_rows)
+        atomic_write_text(self.out / JOINT_CSV, text.getvalue())
+
+    def maybe_joint_round(self, steps: int) -> None:
+        joint = self.joint
+        if joint is None or not joint.due(steps):
+            return
+        started = time.perf_counter()
+        row = joint.run_round(steps)
+        self._add_joint_row(row)
+        model = self.model
+        if model is not None:
+            for key in ("check_ssim", "check_zf_ssim"):
+                model.logger.record(f"joint/{key}", row[key])
+            model.logger.record("joint/accepted", float(row["status"] == "accepted"))
+        took = time.perf_counter() - started
+        loss = row["train_loss"]
+        shown = f", loss {loss:.4f}" if isinstance(loss, float) else ""
+        why = f": {row['reason']}" if row["reason"] else ""
+        self.log(
+            f"step {steps}: joint round {row['round']} {row['status']}{why}{shown}; check SSIM "
+            f"{row['check_ssim']:.4f} vs zero-filled {row['check_zf_ssim']:.4f} ({took:.0f} s)"
+        )
 
     def evaluate(self, steps: int) -> None:
         model = self.model
         assert model is not None
         if self.eval_env is None:
             self.eval_env = _eval_env(self.preset, self.device)
+        if self.joint is not None:  # evaluate with the current joint reconstructor
+            self.eval_env.reconstructor.load_state_dict(self.joint.model.state_dict())
+            self.eval_env.reconstructor.eval()
         policy = AgentPolicy(model, self.preset.observation)
         training = model.policy.training
         model.policy.set_training_mode(False)
@@ -287,7 +464,7 @@ class _Trainer:
         model.logger.record("eval/ssim_auc", auc)
         model.logger.record("eval/final_ssim", final)
         if auc > best:
-            save_agent(model, self.out / BEST, self.info(steps))
+            self.save(BEST, steps)
         self.log(f"step {steps}: held-out SSIM AUC {auc:.4f}, final SSIM {final:.4f}")
 
     def _write_evaluations(self) -> None:
@@ -317,6 +494,19 @@ class _Trainer:
         return True
 
 
+def _read_joint_row(raw: dict[str, str]) -> dict[str, Any]:
+    """A ``joint.csv`` row with its numbers as numbers."""
+    row: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("round", "step", "replay_masks"):
+            row[key] = int(value)
+        elif key in ("status", "reason") or value == "":
+            row[key] = value
+        else:
+            row[key] = float(value)
+    return row
+
+
 def _logger(out: Path, steps: int, tensorboard: bool) -> Logger:
     name = "progress.csv" if steps == 0 else f"progress-resumed-{steps}.csv"
     formats: list[KVWriter] = [CSVOutputFormat(str(out / name))]
@@ -343,11 +533,15 @@ def _start(trainer: _Trainer, env: VecEnv, resume: bool) -> int:
     preset, out = trainer.preset, trainer.out
     if not resume:
         trainer.model = build_model(preset, env, trainer.device, trainer.seed)
+        if trainer.joint is not None:
+            trainer.joint_start()
         return 0
     model, info = load_agent(out / CHECKPOINT, env=env, device=trainer.device)
     if isinstance(model, OffPolicyAlgorithm):
         assert isinstance(model.replay_buffer, CompactReplayBuffer)
         load_replay(out, info, model.replay_buffer)
+    if trainer.joint is not None:
+        trainer.joint_resume(info)
     trainer.model = model
     steps = int(model.num_timesteps)
     trainer.previous_seconds = float(info.get("wall_seconds", 0.0))
@@ -398,7 +592,9 @@ def train_agent(
         FileExistsError: If ``out`` already holds a run and ``resume`` is off.
         FileNotFoundError: If ``resume`` is on but there is no checkpoint.
         ValueError: If the checkpoint was trained from another preset or seed, or the
-            preset is invalid (checked before anything is trained or written).
+            preset is invalid (checked before anything is trained or written); with joint
+            training, also if the env's reconstructor cannot be fine-tuned or the check's
+            split has no slice.
         RuntimeError: If ``tensorboard`` is on but the package is missing.
     """
     out = Path(out)
@@ -415,9 +611,12 @@ def train_agent(
         raise FileNotFoundError(f"no checkpoint to resume in {out}")
     if resume:
         saved = checkpoint_info(out / CHECKPOINT)
-        if _comparable(AgentPreset.from_dict(saved["preset"])) != _comparable(preset) or (
-            saved["seed"] != seed
-        ):
+        before = AgentPreset.from_dict(saved["preset"])
+        if (before.joint is None) != (preset.joint is None):
+            done = "with" if before.joint is not None else "without"
+            hint = " (pass --joint again)" if before.joint is not None else ""
+            raise ValueError(f"{out} was trained {done} joint training{hint}; not resuming")
+        if _comparable(before) != _comparable(preset) or saved["seed"] != seed:
             raise ValueError(f"{out} was trained with another preset or seed; not resuming")
     say: Callable[[str], None] = (
         (lambda _: None) if log is None else (tqdm.write if progress and log is print else log)
@@ -439,6 +638,10 @@ def train_agent(
             observation_keys=preset.observation,
             **{**preset.env_overrides, "device": dev},
         )
+        if preset.joint is not None:
+            inner = active_env(env)
+            trainer.joint = JointTrainer(preset.joint, inner, seed)
+            env = MaskRecorder(env, inner, trainer.joint.replay)
         if preset.reward_scale != 1.0:
             env = ScaledReward(env, preset.reward_scale)
         out.mkdir(parents=True, exist_ok=True)
@@ -466,7 +669,7 @@ def train_agent(
         ):
             trainer.evaluate(steps)
         trainer.checkpoint(steps)  # the last rollout was learned from after its rollout start
-        save_agent(model, out / FINAL, trainer.info(steps))
+        trainer.save(FINAL, steps)
     finally:
         if trainer.bar is not None:
             trainer.bar.close()
@@ -475,6 +678,9 @@ def train_agent(
         if trainer.eval_env is not None:
             trainer.eval_env.close()
     summary = {**trainer.info(steps), "stopped_early": trainer.stopped_early}
+    if trainer.joint is not None:
+        summary["joint"] = trainer.joint.summary()
     atomic_write_text(out / "training.json", json.dumps(summary, indent=2) + "\n")
     say(f"done: {steps} steps in {trainer.wall():.0f} s; agent in {out / FINAL}")
-    return TrainResult(out, steps, trainer.wall(), trainer.evaluations, trainer.stopped_early)
+    return TrainResult(out, steps, trainer.wall(), trainer.evaluations, trainer.stopped_early,
+                       trainer.joint_rows)  # fmt: skip

@@ -61,6 +61,12 @@ def _add_train(agent_commands: Commands) -> None:
             "Train the preset's agent on its env. OUT gets checkpoint.zip (+ replay-STEP.pt "
             "for Double DQN; atomic, every checkpoint_every steps), agent.zip (final), best.zip "
             "(best held-out SSIM AUC), eval.csv, progress.csv (SB3 logger) and training.json. "
+            "With joint training (the preset's joint section, or --joint) the env's "
+            "reconstructor is also fine-tuned on the policy's masks every joint.every steps and "
+            "checked against zero-filled on held-out slices (a failing round is reverted); OUT "
+            "then also gets joint.csv (every round), reconstructor-HASH.pt (the reconstructor "
+            "each agent file was trained and evaluated with) and joint-STEP.pt (the joint "
+            "optimizer state and mask replay, for --resume). "
             "Rerun with --resume to continue an interrupted run."
         ),
     )
@@ -72,6 +78,15 @@ def _add_train(agent_commands: Commands) -> None:
     tr.add_argument("--device", help="auto, cpu or cuda (default: the preset's, else auto)")
     tr.add_argument("--seed", type=int, help="seed (default: the preset's)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.zip")
+    tr.add_argument(
+        "--joint",
+        action="store_true",
+        help=(
+            "train the policy and the env's reconstructor together (L2SR-style): the preset's "
+            "joint section, or its defaults when the preset has none (see agents/README.md); "
+            "repeat it with --resume"
+        ),
+    )
     add_set_option(
         tr,
         "env config override on top of the preset's, repeatable (e.g. --set "
@@ -100,7 +115,9 @@ def _add_eval(agent_commands: Commands) -> None:
         help="evaluate a trained agent next to baselines (same results as activemri evaluate)",
         description=(
             "Run `activemri evaluate` with the checkpoint as policy agent:PATH (greedy actions) "
-            "and the given baselines, on the checkpoint's env preset unless --preset is given."
+            "and the given baselines, on the checkpoint's env preset unless --preset is given. "
+            "An agent trained with --joint is played (and the baselines with it) with the "
+            "reconstructor it was trained with, the reconstructor-HASH.pt it names next to it."
         ),
     )
     ev.add_argument("--checkpoint", required=True, help="agent zip (e.g. OUT/agent.zip)")
@@ -135,6 +152,8 @@ def _agent_train(args: argparse.Namespace) -> int:
         if args.set:
             overrides = {**preset.env_overrides, **parse_overrides(args.set)}
             preset = preset.replace(env_overrides=overrides, source=preset.source)
+        if args.joint and preset.joint is None:
+            preset = preset.replace(joint={}, source=preset.source)  # the defaults
         out = args.out or str(Path("outputs") / "agents" / Path(args.preset).stem)
         result = train_agent(
             preset,
@@ -154,17 +173,22 @@ def _agent_train(args: argparse.Namespace) -> int:
     summary = f"{result.final}: {result.steps} steps in {result.wall_seconds:.0f} s"
     if best is not None:
         summary += f"; best held-out SSIM AUC {best['ssim_auc']:.4f} at step {best['step']:.0f}"
+    rounds = [r for r in result.joint if r["status"] in ("accepted", "reverted")]
+    if result.joint:
+        kept = sum(r["status"] == "accepted" for r in rounds)
+        summary += f"; joint rounds: {kept} of {len(rounds)} kept (joint.csv)"
     print(summary)
     return 0
 
 
 def _agent_eval(args: argparse.Namespace) -> int:
-    from activemri.agents.sb3_agent import check_stored_env, checkpoint_info
+    from activemri.agents.sb3_agent import agent_env_overrides, check_stored_env, checkpoint_info
     from activemri.envs.registration import ENV_IDS
 
     try:
         info = checkpoint_info(args.checkpoint)
         check_stored_env(info, trust_class_path=args.trust_class_path)
+        stored = agent_env_overrides(args.checkpoint, info)  # its own reconstructor, if joint
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
     preset = info["preset"]
@@ -174,6 +198,6 @@ def _agent_eval(args: argparse.Namespace) -> int:
     options = EvalOptions.from_args(args)
     # The agent's env settings (its data, reconstructor, ...) apply, except what an
     # evaluation sets itself; --set wins.
-    trained = {k: v for k, v in preset["env_overrides"].items() if k not in EVAL_OWNED}
+    trained = {k: v for k, v in stored.items() if k not in EVAL_OWNED}
     overrides = {**trained, **data_override(args), **parse_overrides(args.set)}
     return run_evaluate(policies, presets, options, overrides)

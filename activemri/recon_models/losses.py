@@ -7,7 +7,7 @@ import torch
 from activemri.kspace import apply_mask
 from activemri.metrics import ssim
 
-__all__ = ["gaussian_nll", "image_loss", "ssdu_kspace_loss"]
+__all__ = ["gaussian_nll", "image_loss", "ssdu_kspace_loss", "supervised_loss"]
 
 
 def image_loss(
@@ -53,6 +53,37 @@ def gaussian_nll(
     err = (pred.detach() - target) / scale
     s = sigma / scale
     return 0.5 * ((err / s) ** 2 + 2.0 * torch.log(s)).mean()
+
+
+def supervised_loss(
+    image: torch.Tensor,
+    uncertainty: torch.Tensor | None,
+    target: torch.Tensor,
+    data_range: torch.Tensor,
+    kind: str = "l1",
+    nll_weight: float = 0.1,
+) -> torch.Tensor:
+    """The supervised training loss: the image loss plus the uncertainty head's NLL.
+
+    :func:`image_loss` of ``image``, plus ``nll_weight`` times :func:`gaussian_nll` when the
+    model has an uncertainty head (``uncertainty`` given) and ``nll_weight > 0``. What
+    ``activemri recon train`` (supervised mode), LOUPE and joint training minimize.
+
+    Args:
+        image: Predicted images ``(B, h, w)``.
+        uncertainty: Predicted standard deviations ``(B, h, w)``, or ``None``.
+        target: ``(B, h, w)``.
+        data_range: ``(B,)``.
+        kind: The image loss, ``"l1"`` or ``"ssim"``.
+        nll_weight: Weight of the NLL term.
+
+    Returns:
+        Scalar loss.
+    """
+    loss = image_loss(kind, image, target, data_range)
+    if uncertainty is not None and nll_weight > 0:
+        loss = loss + nll_weight * gaussian_nll(image, uncertainty, target, data_range)
+    return loss
 
 
 def ssdu_kspace_loss(

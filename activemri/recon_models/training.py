@@ -72,7 +72,7 @@ from activemri.recon_models.evaluate import (
     iterate_batches,
     point_mask_rule_parts,
 )
-from activemri.recon_models.losses import gaussian_nll, image_loss, ssdu_kspace_loss
+from activemri.recon_models.losses import ssdu_kspace_loss, supervised_loss
 from activemri.recon_models.registry import ReconPreset, load_preset
 from activemri.recon_models.resolve import resolve
 from activemri.recon_models.ssdu import ssdu_split
@@ -346,12 +346,9 @@ class _LossModule(nn.Module):
             return ssdu_kspace_loss(predicted, measured, lam_mask)
         assert batch.target is not None
         out = self.model(batch.kspace, batch.mask, num_low_frequencies=batch.num_low)
-        loss = image_loss(cfg.loss, out.image, batch.target, batch.data_range)
-        if out.uncertainty is not None and cfg.nll_weight > 0:
-            loss = loss + cfg.nll_weight * gaussian_nll(
-                out.image, out.uncertainty, batch.target, batch.data_range
-            )
-        return loss
+        return supervised_loss(
+            out.image, out.uncertainty, batch.target, batch.data_range, cfg.loss, cfg.nll_weight
+        )
 
 
 def _distributed_context(device: torch.device) -> tuple[int, int, torch.device]:
