@@ -341,7 +341,9 @@ class LoupeMask(nn.Module):
         """Free actions by descending probability (ties: the lowest action first)."""
         logits = self.logits.detach()[self.free_index].cpu().numpy()
         order = np.argsort(-logits, kind="stable")
-        return [int(self.free_index[i]) for i in order]
+        free = self.free_index.cpu().numpy()  # one transfer, not one device sync per action
+        ranked: list[int] = free[order].tolist()
+        return ranked
 
     def mask(self) -> torch.Tensor:
         """Bool ``(A,)`` test-time mask: the initial actions and the top ``budget`` by ``p``."""
