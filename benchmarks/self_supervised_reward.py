@@ -69,6 +69,7 @@ def main() -> None:
         overrides["reconstructor"] = args.reconstructor
     venv = ActiveMRIVectorEnv(args.batch_size, args.preset, **overrides)
     gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the candidate subsets
     figures: list[tuple[float, float]] = []
     start = time.perf_counter()
     for batch in range(max(1, args.episodes // args.batch_size)):
