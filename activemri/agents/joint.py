@@ -65,7 +65,7 @@ from activemri.kspace import zero_filled
 from activemri.metrics import ssim
 from activemri.recon_models import losses
 from activemri.recon_models.base import Reconstructor, bf16_autocast
-from activemri.recon_models.checkpoint import load_state_strict, read_checkpoint
+from activemri.recon_models.checkpoint import load_state_strict, read_checkpoint, weights_digest
 from activemri.recon_models.evaluate import (
     MaskedBatch,
     MaskedSlices,
@@ -107,16 +107,6 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _weights_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def save_reconstructor_file(
     model: Reconstructor, folder: Path, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -130,7 +120,7 @@ def save_reconstructor_file(
         ``{"file", "sha256", "bytes"}``: the file name and its bytes' hash and size, which an
         agent file stores to name (and verify) the reconstructor it plays with.
     """
-    path = folder / f"{RECONSTRUCTOR_PREFIX}{_weights_digest(model)[:16]}.pt"
+    path = folder / f"{RECONSTRUCTOR_PREFIX}{weights_digest(model)[:16]}.pt"
     if not path.is_file():
         stored = dict(extra or {})
         if model.training_domain is not None:  # the env's domain guard reads it

@@ -379,13 +379,7 @@ def _sample_env(
         "max_slices": sample_size,
         "subset_seed": seed,
     }
-    if isinstance(preset, EnvConfig):
-        unknown = sorted(set(settings_env) - {f.name for f in dataclasses.fields(EnvConfig)})
-        if unknown:
-            raise ValueError(f"overrides {unknown} are not EnvConfig fields; edit the config")
-        config = dataclasses.replace(preset, **settings_env)
-    else:
-        config = load_env_config(preset, **settings_env)
+    config = load_env_config(preset, **settings_env)
     if config.scenario.extra_random_lines:
         raise ValueError("a learned ordering needs a deterministic initial mask: the scenario "
                          "adds random lines (set extra_random_lines=0)")  # fmt: skip

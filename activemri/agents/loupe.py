@@ -528,13 +528,7 @@ def _build_problem(
     overrides: Mapping[str, Any],
 ) -> _Problem:
     settings_env: dict[str, Any] = {"split": "train", **overrides}
-    if isinstance(preset, EnvConfig):
-        unknown = sorted(set(settings_env) - {f.name for f in dataclasses.fields(EnvConfig)})
-        if unknown:
-            raise ValueError(f"overrides {unknown} are not EnvConfig fields; edit the config")
-        config = dataclasses.replace(preset, **settings_env)
-    else:
-        config = load_env_config(preset, **settings_env)
+    config = load_env_config(preset, **settings_env)
     scenario = config.scenario
     if scenario.extra_random_lines:
         raise ValueError("a LOUPE mask needs a deterministic initial mask: the scenario adds "

@@ -227,13 +227,14 @@ def _read_preset(preset: str | Path) -> tuple[dict[str, Any], Path]:
 
 
 def load_env_config(
-    preset: str | Path | Mapping[str, Any] | None = None, **overrides: Any
+    preset: str | Path | Mapping[str, Any] | EnvConfig | None = None, **overrides: Any
 ) -> EnvConfig:
     """Read an env preset and apply overrides.
 
     Args:
         preset: A preset name (``builtin-v0`` for ``envs/builtin-v0.yaml``), a YAML path, a
-            mapping of fields, or ``None`` for the defaults.
+            mapping of fields, an :class:`EnvConfig` (then ``overrides`` must be its fields),
+            or ``None`` for the defaults.
         **overrides: :class:`EnvConfig` fields, ``data_root``, or scenario fields.
 
     Returns:
@@ -243,6 +244,11 @@ def load_env_config(
         FileNotFoundError: If the preset file does not exist.
         ValueError: For unknown keys or invalid values.
     """
+    if isinstance(preset, EnvConfig):
+        unknown = sorted(set(overrides) - {f.name for f in fields(EnvConfig)})
+        if unknown:
+            raise ValueError(f"overrides {unknown} are not EnvConfig fields; edit the config")
+        return replace(preset, **overrides)
     values: dict[str, Any] = {}
     source: Path | None = None
     if isinstance(preset, Mapping):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import warnings
@@ -187,19 +186,13 @@ def _data_identity(venv: ActiveMRIVectorEnv) -> list[list[Any]]:
 
 def _reconstructor_identity(model: Any) -> dict[str, Any]:
     """Class, configuration and a SHA-256 of every parameter and buffer of the model."""
-    import torch
+    from activemri.recon_models.checkpoint import weights_digest
 
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
     config = getattr(model, "config", None)
     return {
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "config": json.loads(json.dumps(config, default=str, sort_keys=True)),
-        "state_sha256": digest.hexdigest(),
+        "state_sha256": weights_digest(model),
     }
 
 

@@ -14,6 +14,7 @@ it handles are passed in.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "load_state_strict",
     "read_checkpoint",
     "save_reconstructor",
+    "weights_digest",
 ]
 
 CHECKPOINT_FORMAT = "activemri.reconstructor/1"
@@ -213,3 +215,14 @@ def load_state_strict(
             parts.append(f"shape mismatches {shapes[:3]}")
         raise CheckpointError(f"{where} does not fit {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 (hex) of every parameter and buffer of ``model``: names, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
